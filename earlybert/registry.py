@@ -1,0 +1,27 @@
+"""Registration of the slim classes with transformers' Auto classes (idempotent)."""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+)
+
+from earlybert.adapters import ADAPTERS
+
+_AUTO = {
+    "base": AutoModel,
+    "masked_lm": AutoModelForMaskedLM,
+    "sequence_classification": AutoModelForSequenceClassification,
+    "question_answering": AutoModelForQuestionAnswering,
+}
+
+
+def register_auto_classes() -> None:
+    """Register every adapter's slim config and model classes with the Auto classes."""
+    for adapter in {id(a): a for a in ADAPTERS.values()}.values():
+        config_cls = adapter.slim_config
+        AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+        for task, auto in _AUTO.items():
+            auto.register(config_cls, adapter.slim_classes[task], exist_ok=True)

@@ -1,0 +1,140 @@
+"""Physically remove pruned heads and FFN neurons, optionally folding coefficients, and slice AdamW state."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from earlybert.adapters import get_adapter, head_size, layer_sizes
+from earlybert.coefficients import ffn_coefficients, has_coefficients, head_coefficients, is_coefficient_name
+from earlybert.errors import EarlyBertError
+from earlybert.ticket import Ticket
+
+# A prune plan maps a parameter name to (dimension, kept indices).
+PrunePlan = dict[str, tuple[int, torch.Tensor]]
+
+
+def _module_names(model: nn.Module) -> dict[int, str]:
+    return {id(m): name for name, m in model.named_modules()}
+
+
+def _kept(row: list[int]) -> torch.Tensor:
+    return torch.tensor([i for i, v in enumerate(row) if v], dtype=torch.long)
+
+
+def prune_plan(model: nn.Module, ticket: Ticket) -> PrunePlan:
+    """For every parameter the ticket shrinks: the dimension it is sliced along and the indices kept."""
+    heads, widths = layer_sizes(model)
+    ticket.check_shapes(model.config.model_type, heads, widths)
+    names = _module_names(model)
+    d = head_size(model)
+    plan: PrunePlan = {}
+    for parts, head_row, ffn_row in zip(get_adapter(model).layer_parts(model), ticket.heads, ticket.ffn):
+        head_idx = _kept(head_row)
+        # Head h owns the contiguous slice [h*d, (h+1)*d) of q/k/v outputs and output-projection inputs.
+        unit_idx = (head_idx[:, None] * d + torch.arange(d)[None, :]).flatten()
+        ffn_idx = _kept(ffn_row)
+        for linear in (parts.query, parts.key, parts.value):
+            plan[names[id(linear)] + ".weight"] = (0, unit_idx)
+            plan[names[id(linear)] + ".bias"] = (0, unit_idx)
+        plan[names[id(parts.attention_output)] + ".weight"] = (1, unit_idx)
+        plan[names[id(parts.ffn_in)] + ".weight"] = (0, ffn_idx)
+        plan[names[id(parts.ffn_in)] + ".bias"] = (0, ffn_idx)
+        plan[names[id(parts.ffn_out)] + ".weight"] = (1, ffn_idx)
+    return plan
+
+
+def apply_plan(tensors: dict[str, torch.Tensor], plan: PrunePlan) -> dict[str, torch.Tensor]:
+    """Slice every tensor named in the plan; others pass through unchanged."""
+    out = {}
+    for name, t in tensors.items():
+        if name in plan:
+            dim, idx = plan[name]
+            t = t.index_select(dim, idx.to(t.device)).contiguous()
+        out[name] = t
+    return out
+
+
+def _coefficient_values(model: nn.Module, ticket: Ticket) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Coefficients to fold: the model's attached ones, else those stored in the ticket."""
+    if has_coefficients(model):
+        return [c.detach() for c in head_coefficients(model)], [c.detach() for c in ffn_coefficients(model)]
+    if ticket.coefficients is not None:
+        return (
+            [torch.tensor(r, dtype=torch.float64) for r in ticket.coefficients["heads"]],
+            [torch.tensor(r, dtype=torch.float64) for r in ticket.coefficients["ffn"]],
+        )
+    raise EarlyBertError(
+        "fold_coefficients needs coefficient values: attach coefficients to the model or use a ticket "
+        "drawn by a search (it stores them)"
+    )
+
+
+def slim_config(model: nn.Module, ticket: Ticket):
+    """The slim config of `model` after applying `ticket`."""
+    adapter = get_adapter(model)
+    data = model.config.to_dict()
+    for key in ("model_type", "transformers_version", "auto_map"):
+        data.pop(key, None)
+    data["layer_num_heads"] = ticket.layer_heads()
+    data["layer_intermediate_sizes"] = ticket.layer_ffn()
+    config = adapter.slim_config(**data)
+    config._attn_implementation = model.config._attn_implementation
+    return config
+
+
+@torch.no_grad()
+def shrink_model(model: nn.Module, ticket: Ticket, fold_coefficients: bool = False) -> nn.Module:
+    """A new slim model (the matching `Slim*` class) holding only the ticket's heads and neurons.
+
+    With `fold_coefficients`, each kept unit's coefficient multiplies the following linear's input
+    column, so the slim model computes what the coefficient-scaled model computed; without it the
+    coefficients are dropped (as if 1.0). The input model is left unchanged.
+    """
+    adapter = get_adapter(model)
+    plan = prune_plan(model, ticket)
+    state = {k: v for k, v in model.state_dict().items() if not is_coefficient_name(k)}
+    sliced = apply_plan(state, plan)
+    if fold_coefficients:
+        head_coefs, ffn_coefs = _coefficient_values(model, ticket)
+        names = _module_names(model)
+        d = head_size(model)
+        for layer, parts in enumerate(adapter.layer_parts(model)):
+            key = names[id(parts.attention_output)] + ".weight"
+            keep = _kept(ticket.heads[layer])
+            scale = head_coefs[layer].to(torch.float64)[keep].repeat_interleave(d)
+            sliced[key] = (sliced[key].double() * scale[None, :]).to(sliced[key].dtype)
+            key = names[id(parts.ffn_out)] + ".weight"
+            scale = ffn_coefs[layer].to(torch.float64)[_kept(ticket.ffn[layer])]
+            sliced[key] = (sliced[key].double() * scale[None, :]).to(sliced[key].dtype)
+    slim_cls = adapter.slim_classes[adapter.task_of(model)]
+    first = next(model.parameters())
+    slim = slim_cls(slim_config(model, ticket)).to(device=first.device, dtype=first.dtype)
+    slim.load_state_dict(sliced, strict=True)
+    slim.train(model.training)
+    return slim
+
+
+def transfer_adam_state(
+    old_optimizer: torch.optim.Optimizer,
+    old_model: nn.Module,
+    new_optimizer: torch.optim.Optimizer,
+    new_model: nn.Module,
+    plan: PrunePlan,
+) -> None:
+    """Carry AdamW moments (`exp_avg`, `exp_avg_sq`, `step`) from the full to the slim model's optimizer.
+
+    Parameters are matched by name; moments of sliced parameters are sliced with the same plan, and
+    coefficient parameters (absent from the slim model) are dropped.
+    """
+    old_params = dict(old_model.named_parameters())
+    for name, new_param in new_model.named_parameters():
+        old_param = old_params.get(name)
+        if old_param is None or old_param not in old_optimizer.state:
+            continue
+        state = {}
+        for key, value in old_optimizer.state[old_param].items():
+            if torch.is_tensor(value) and value.shape == old_param.shape:
+                value = apply_plan({name: value}, plan)[name]
+            state[key] = value.clone() if torch.is_tensor(value) else value
+        new_optimizer.state[new_param] = state
