@@ -1,0 +1,5 @@
+import sys
+
+from earlybert.cli import main
+
+sys.exit(main())

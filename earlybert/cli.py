@@ -1,0 +1,90 @@
+"""The `earlybert` command: one subcommand per job; bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from earlybert.errors import EarlyBertError
+
+
+def _shrink(args: argparse.Namespace) -> None:
+    from earlybert.checkpoint import check_output_dir, copy_tokenizer_files, load_model, write_dir_atomically
+    from earlybert.shrink import shrink_model
+    from earlybert.ticket import Ticket
+
+    check_output_dir(args.output, args.overwrite)  # fail before the slow load
+    ticket = Ticket.load(args.ticket)
+    model = load_model(args.model)
+    slim = shrink_model(model, ticket, fold_coefficients=args.fold_coefficients)
+
+    def write(tmp):
+        slim.save_pretrained(tmp)
+        ticket.save(tmp / "ticket.json")
+        copy_tokenizer_files(args.model, tmp)
+
+    write_dir_atomically(args.output, write, overwrite=args.overwrite)
+    print(f"wrote slim {type(slim).__name__} to {args.output}: heads {ticket.layer_heads()}, "
+          f"ffn {ticket.layer_ffn()}")
+
+
+def _info(args: argparse.Namespace) -> None:
+    from earlybert.checkpoint import load_model
+    from earlybert.report_text import model_info_lines
+
+    model = load_model(args.model)
+    if args.json:
+        from earlybert.flops import accounting
+
+        print(json.dumps(accounting(model, args.seq_len), indent=2))
+    else:
+        print("\n".join(model_info_lines(model, args.seq_len)))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from earlybert.demo import run_core_demo
+
+    run_core_demo(args.output, overwrite=args.overwrite)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="earlybert", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("shrink", help="apply a ticket to a model folder and save the slim model")
+    p.add_argument("--model", required=True, help="model folder (plain HF BERT/RoBERTa or slim)")
+    p.add_argument("--ticket", required=True, help="ticket.json from a search, `draw` or `random_ticket`")
+    p.add_argument("--output", required=True, help="folder to write the slim checkpoint to")
+    p.add_argument("--fold-coefficients", action="store_true",
+                   help="fold the ticket's coefficient values into the following linears")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=_shrink)
+
+    p = sub.add_parser("info", help="layers, heads and FFN kept per layer, params and FLOPs of a model folder")
+    p.add_argument("model", help="model folder")
+    p.add_argument("--seq-len", type=int, default=128, help="sequence length for the FLOP count")
+    p.add_argument("--json", action="store_true", help="print the accounting as JSON")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("demo", help="run the embedded demo")
+    p.add_argument("--output", default="runs/demo", help="run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `earlybert` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EarlyBertError as e:
+        print(f"earlybert {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
