@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `earlybert` console script."""
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-shard bars add nothing to a one-folder command
     try:
         args.func(args)
     except EarlyBertError as e:

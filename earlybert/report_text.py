@@ -33,6 +33,7 @@ def model_info_lines(model: nn.Module, seq_len: int = 128) -> list[str]:
     )
     lines.append(
         f"params {_human(count_parameters(model))}, forward FLOPs/token at seq {seq_len}: "
-        f"{_human(forward_flops_per_token(shape, seq_len))}, training: {_human(training_flops_per_token(shape, seq_len))}"
+        f"{_human(forward_flops_per_token(shape, seq_len))}, "
+        f"training: {_human(training_flops_per_token(shape, seq_len))}"
     )
     return lines

