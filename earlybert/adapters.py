@@ -58,6 +58,7 @@ class Adapter:
     ffn_in: str = "intermediate.dense"
     ffn_out: str = "output.dense"
     layers: str = "encoder.layer"
+    mlm_head: str = "cls"  # maps hidden states [..., hidden] to vocabulary logits
     extra: dict = field(default_factory=dict)
 
     def layer_parts(self, model: nn.Module) -> list[LayerParts]:
@@ -117,6 +118,7 @@ register_adapter(
                                       modeling.SlimRobertaForSequenceClassification,
                                       modeling.SlimRobertaForQuestionAnswering))),
         slim_config=modeling.SlimRobertaConfig,
+        mlm_head="lm_head",
     )
 )
 

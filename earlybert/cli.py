@@ -48,6 +48,15 @@ def _demo(args: argparse.Namespace) -> None:
     run_core_demo(args.output, overwrite=args.overwrite)
 
 
+def _draw(args: argparse.Namespace) -> None:
+    from earlybert.draw import draw_from_run
+
+    ticket = draw_from_run(args.run_dir, args.heads_ratio, args.ffn_ratio, args.output, step=args.step,
+                           ffn_scope=args.ffn_scope, overwrite=args.overwrite)
+    print(f"wrote {args.output} (coefficients of step {ticket.metadata['step']}): heads kept "
+          f"{ticket.layer_heads()}, ffn kept {ticket.layer_ffn()}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="earlybert", description=__doc__)
@@ -68,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the accounting as JSON")
     p.set_defaults(func=_info)
 
+    p = sub.add_parser("draw", help="draw another ticket from the coefficients a search saved")
+    p.add_argument("run_dir", help="run folder of a search (holds search/coefficients_step_*.safetensors)")
+    p.add_argument("--heads-ratio", type=float, required=True, help="fraction of heads pruned per layer")
+    p.add_argument("--ffn-ratio", type=float, required=True, help="fraction of FFN neurons pruned")
+    p.add_argument("--ffn-scope", default="global", choices=["global", "layer"], help="FFN ranking scope")
+    p.add_argument("--step", type=int, default=None,
+                   help="check step whose coefficients to use (default: the drawn ticket's step, else the last)")
+    p.add_argument("--output", required=True, help="ticket file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing ticket file")
+    p.set_defaults(func=_draw)
+
     p = sub.add_parser("demo", help="run the embedded demo")
     p.add_argument("--output", default="runs/demo", help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -77,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `earlybert` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pretrain"]:  # config-driven: `--config FILE key=value ...`
+        from earlybert.pretrain import main as pretrain_main
+
+        return pretrain_main(argv[1:])
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 

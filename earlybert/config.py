@@ -1,0 +1,183 @@
+"""One config system: dataclasses <-> YAML <-> `key=value` overrides; unknown keys are errors.
+
+Field docstrings (the string literal under each field) become the `--help` text, as in litgpt.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import os
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from earlybert.errors import EarlyBertError
+
+T = TypeVar("T")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    docs, body = {}, tree.body[0].body
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`, converting where YAML is looser (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except EarlyBertError:
+                continue
+        raise EarlyBertError(f"config key {key} expects {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, list):
+            raise EarlyBertError(f"config key {key} expects a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise EarlyBertError(f"config key {key} expects a mapping, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(value, tp):
+        return value
+    raise EarlyBertError(f"config key {key} expects {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build a (nested) dataclass from a mapping, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise EarlyBertError(f"config section {prefix.rstrip('.') or '<top>'} must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise EarlyBertError(
+            f"unknown config key {prefix}{unknown[0]}: known keys here are {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if _is_dataclass_type(tp):
+            kwargs[name] = from_dict(tp, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    try:
+        return cls(**kwargs)
+    except EarlyBertError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise EarlyBertError(f"config section {prefix.rstrip('.') or '<top>'}: {e}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts (YAML- and JSON-ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], parsed value); values are read as YAML (`true`, `3`, `[x, y]`)."""
+    if "=" not in text:
+        raise EarlyBertError(f"override {text!r} is not key=value: write e.g. train.max_steps=100")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str] = ()) -> T:
+    """Read a YAML file (optional), apply `key=value` overrides, and validate into `cls`."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise EarlyBertError(f"config file {path} does not exist: pass --config with a YAML file from configs/")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where else ""
+            raise EarlyBertError(f"config file {path} is not valid YAML{line}: fix the syntax") from None
+        except UnicodeDecodeError:
+            raise EarlyBertError(f"config file {path} is not UTF-8 text: save it as UTF-8") from None
+        if not isinstance(data, dict):
+            raise EarlyBertError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise EarlyBertError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return from_dict(cls, data)
+
+
+def save_yaml(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def help_text(cls: type, prefix: str = "") -> list[str]:
+    """`key (type, default): doc` lines for every field, nested sections flattened with dots."""
+    lines = []
+    docs = field_docs(cls)
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            lines.extend(help_text(tp, f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        lines.append(f"  {prefix}{f.name} ({_type_name(tp)}, default {default!r}): {docs.get(f.name, '')}")
+    return lines

@@ -1,0 +1,251 @@
+"""Pretraining data: read text, get a fast tokenizer, pack fixed-length blocks (cached), mask for MLM."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from earlybert.errors import EarlyBertError
+
+CACHE_VERSION = "blocks/1"
+
+
+@dataclass
+class DataConfig:
+    """Where the pretraining text comes from and how it becomes MLM batches."""
+
+    train_files: str | list[str] = field(default_factory=list)
+    """Text files (plain or .gz, documents separated by blank lines): one path or a list."""
+    dataset: str = ""
+    """A `datasets` source (Hub name or local folder/file) read when train_files is empty."""
+    dataset_config: str = ""
+    """Configuration name of `dataset`, if it has several."""
+    dataset_split: str = "train"
+    """Split of `dataset` to read."""
+    text_column: str = "text"
+    """Column of `dataset` holding the text."""
+    streaming: bool = False
+    """Stream `dataset` instead of loading it whole (for corpora that do not fit in memory)."""
+    max_documents: int = 0
+    """Read at most this many documents (0: all)."""
+    tokenizer: str = ""
+    """Tokenizer folder (fast tokenizer); empty: train a WordPiece vocabulary of model.vocab_size on the corpus."""
+    seq_len: int = 128
+    """Tokens per packed block, [CLS] and [SEP] included."""
+    mlm_probability: float = 0.15
+    """Share of tokens chosen for prediction (80% [MASK], 10% random, 10% unchanged)."""
+    cache_dir: str = "~/.cache/earlybert"
+    """Where packed blocks are cached, keyed by a fingerprint of data, tokenizer and seq_len."""
+
+    def files(self) -> list[str]:
+        return [self.train_files] if isinstance(self.train_files, str) else list(self.train_files)
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def read_documents(paths: list[str], max_documents: int = 0) -> list[str]:
+    """Documents from text files, split at blank lines; a one-line error for missing, empty or non-UTF-8 files."""
+    docs: list[str] = []
+    for name in paths:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise EarlyBertError(f"corpus file {path} does not exist: set data.train_files to existing text files")
+        current: list[str] = []
+        try:
+            with _open_text(path) as f:
+                for line in f:
+                    if line.strip():
+                        current.append(line.strip())
+                    elif current:
+                        docs.append(" ".join(current))
+                        current = []
+        except UnicodeDecodeError:
+            raise EarlyBertError(f"corpus file {path} is not UTF-8 text: convert it to UTF-8") from None
+        except (OSError, EOFError) as e:
+            raise EarlyBertError(f"corpus file {path} cannot be read ({e}): check the file") from None
+        if current:
+            docs.append(" ".join(current))
+        if max_documents and len(docs) >= max_documents:
+            return docs[:max_documents]
+    if not docs:
+        raise EarlyBertError(f"the corpus {', '.join(paths)} holds no text: give files with documents in them")
+    return docs
+
+
+def iter_dataset_documents(cfg: DataConfig) -> Iterator[str]:
+    """Documents from a `datasets` source (streamed when `cfg.streaming`)."""
+    from datasets import load_dataset
+
+    source = cfg.dataset
+    kwargs = {"split": cfg.dataset_split, "streaming": cfg.streaming}
+    if Path(source).expanduser().is_file():  # a local text/json/csv/parquet file
+        ext = Path(source).suffix.lstrip(".").replace("jsonl", "json").replace("txt", "text")
+        ds = load_dataset(ext, data_files=str(Path(source).expanduser()), **kwargs)
+    else:
+        ds = load_dataset(source, cfg.dataset_config or None, **kwargs)
+    count = 0
+    for row in ds:
+        if cfg.text_column not in row:
+            raise EarlyBertError(f"dataset {source} has no column {cfg.text_column!r}: set data.text_column")
+        text = row[cfg.text_column]
+        if text and text.strip():
+            yield text.strip()
+            count += 1
+            if cfg.max_documents and count >= cfg.max_documents:
+                return
+
+
+def load_documents(cfg: DataConfig) -> list[str]:
+    """All documents of the configured source."""
+    if cfg.files():
+        return read_documents(cfg.files(), cfg.max_documents)
+    if cfg.dataset:
+        docs = list(iter_dataset_documents(cfg))
+        if not docs:
+            raise EarlyBertError(f"dataset {cfg.dataset} holds no text in column {cfg.text_column!r}")
+        return docs
+    raise EarlyBertError("no corpus given: set data.train_files=PATH (or data.dataset=NAME)")
+
+
+def train_wordpiece(docs: Iterable[str], vocab_size: int, lowercase: bool = True):
+    """A BERT-style WordPiece fast tokenizer trained on `docs`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(docs, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+
+
+def load_tokenizer(path: str):
+    """A fast tokenizer from a folder, with a one-line error if it is missing or not fast."""
+    from transformers import AutoTokenizer
+
+    if not Path(path).expanduser().is_dir():
+        raise EarlyBertError(f"tokenizer folder {path} does not exist: set data.tokenizer to a saved tokenizer")
+    tok = AutoTokenizer.from_pretrained(str(Path(path).expanduser()))
+    if not tok.is_fast:
+        raise EarlyBertError(f"tokenizer in {path} is not a fast tokenizer: save it with tokenizer.json")
+    return tok
+
+
+def fingerprint(docs: list[str], tokenizer, seq_len: int) -> str:
+    """Hash of the text, the tokenizer's full definition and the block length."""
+    h = hashlib.sha256(CACHE_VERSION.encode())
+    h.update(tokenizer.backend_tokenizer.to_str().encode())
+    h.update(str(seq_len).encode())
+    for d in docs:
+        h.update(hashlib.sha256(d.encode()).digest())
+    return h.hexdigest()[:24]
+
+
+def pack_blocks(docs: list[str], tokenizer, seq_len: int) -> np.ndarray:
+    """Concatenate documents (a [SEP] after each) and cut into [CLS] + chunk + [SEP] blocks of seq_len tokens."""
+    if seq_len < 8:
+        raise EarlyBertError(f"data.seq_len={seq_len} is too short: use at least 8")
+    body = seq_len - 2
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    stream: list[int] = []
+    backend = tokenizer.backend_tokenizer  # the fast tokenizer itself: no per-call length warnings
+    for start in range(0, len(docs), 1000):
+        for enc in backend.encode_batch(docs[start:start + 1000], add_special_tokens=False):
+            stream.extend(enc.ids)
+            stream.append(sep_id)
+    n = len(stream) // body
+    if n == 0:
+        raise EarlyBertError(
+            f"the corpus has {len(stream)} tokens, fewer than one block of {seq_len}: "
+            "give more text or a smaller seq_len"
+        )
+    chunks = np.asarray(stream[: n * body], dtype=np.int32).reshape(n, body)
+    blocks = np.empty((n, seq_len), dtype=np.int32)
+    blocks[:, 0], blocks[:, 1:-1], blocks[:, -1] = cls_id, chunks, sep_id
+    return blocks
+
+
+def cached_blocks(docs: list[str], tokenizer, seq_len: int, cache_dir: str) -> tuple[np.ndarray, str, bool]:
+    """Packed blocks from the on-disk cache when the fingerprint matches, else packed now and cached."""
+    key = fingerprint(docs, tokenizer, seq_len)
+    folder = Path(cache_dir).expanduser()
+    path = folder / f"blocks-{key}.npy"
+    if path.is_file():
+        return np.load(path), key, True
+    blocks = pack_blocks(docs, tokenizer, seq_len)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, blocks)
+    os.replace(tmp, path)
+    return blocks, key, False
+
+
+@dataclass
+class BlockSampler:
+    """Which blocks form each global batch: a fresh seeded permutation per epoch, fully determined by the step."""
+
+    num_blocks: int
+    global_batch: int
+    seed: int
+
+    def __post_init__(self):
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.num_blocks)}
+        return self._perms[epoch]
+
+    def sample_ids(self, step: int) -> np.ndarray:
+        """Global sample numbers of a step (unique across epochs; used to seed masking)."""
+        return np.arange(step * self.global_batch, (step + 1) * self.global_batch)
+
+    def block_ids(self, sample_ids: np.ndarray) -> np.ndarray:
+        """Block index of each global sample number."""
+        return np.array([self._perm(int(k) // self.num_blocks)[int(k) % self.num_blocks] for k in sample_ids])
+
+
+def mask_tokens(
+    blocks: np.ndarray, sample_ids: np.ndarray, tokenizer, probability: float, seed: int, vocab_size: int
+) -> dict[str, torch.Tensor]:
+    """Dynamic BERT masking: each sample's choice depends only on (seed, its global sample number).
+
+    So one rank or many, and a resumed run, mask every sample identically.
+    """
+    input_ids = torch.from_numpy(blocks.astype(np.int64))
+    labels = torch.full_like(input_ids, -100)
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    for row, k in enumerate(sample_ids):
+        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(k))
+        ids = input_ids[row]
+        can = ~torch.isin(ids, special)
+        chosen = (torch.rand(ids.shape, generator=gen) < probability) & can
+        if not chosen.any():  # every sample predicts at least one token
+            candidates = can.nonzero().flatten()
+            chosen[candidates[torch.randint(len(candidates), (1,), generator=gen)]] = True
+        labels[row][chosen] = ids[chosen]
+        action = torch.rand(ids.shape, generator=gen)
+        random_tokens = torch.randint(vocab_size, ids.shape, generator=gen)
+        ids[chosen & (action < 0.8)] = tokenizer.mask_token_id
+        swap = chosen & (action >= 0.8) & (action < 0.9)
+        ids[swap] = random_tokens[swap]
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}

@@ -1,0 +1,84 @@
+"""DeepSpeed engines: config resolution, parameter groups, and carrying AdamW state across a shrink."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from earlybert.coefficients import is_coefficient_name
+from earlybert.distributed import DistInfo
+from earlybert.errors import EarlyBertError
+from earlybert.shrink import PrunePlan, transfer_adam_state
+from earlybert.trainer_config import TrainConfig
+
+
+def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed JSON with its `auto` values (batch, accumulation, clipping) filled from `train`."""
+    path = Path(train.deepspeed_config)
+    if not path.is_file():
+        raise EarlyBertError(f"DeepSpeed config {path} does not exist: set train.deepspeed_config to a JSON file")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise EarlyBertError(f"DeepSpeed config {path} is not valid JSON ({e})") from None
+    ours = {
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": train.micro_batch_size * train.grad_accum * world_size,
+        "gradient_clipping": train.max_grad_norm,
+    }
+    for key, value in ours.items():
+        given = config.get(key, "auto")
+        if given != "auto" and given != value:
+            raise EarlyBertError(
+                f"{path} sets {key}={given} but the run config implies {value}: set it to \"auto\" in the JSON"
+            )
+        config[key] = value
+    config.setdefault("steps_per_print", 10**9)  # we log ourselves
+    stage = config.get("zero_optimization", {}).get("stage", 0)
+    if stage == 3:
+        raise EarlyBertError(f"{path} uses ZeRO stage 3, which ticket search does not support yet: use stage 0-2")
+    return config
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices; none on biases, LayerNorm and slimming coefficients."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or is_coefficient_name(name)
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo):
+    """A DeepSpeed engine around `objective`, with a torch AdamW unless the JSON names an optimizer."""
+    import deepspeed
+
+    config = deepspeed_config(train, dist.world_size)
+    groups = parameter_groups(objective, train.weight_decay)
+    if "optimizer" in config:
+        engine, *_ = deepspeed.initialize(model=objective, model_parameters=groups, config=config)
+    else:
+        # A client optimizer avoids JIT-building fused ops on CPU and keeps per-parameter state we can slice.
+        optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), eps=train.eps)
+        engine, *_ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config)
+    return engine
+
+
+def carry_optimizer_state(old_engine, old_model: nn.Module, new_engine, new_model: nn.Module,
+                          plan: PrunePlan) -> bool:
+    """Slice AdamW moments into the slim engine's optimizer; False where the optimizer keeps no per-parameter state."""
+    old_opt, new_opt = old_engine.optimizer, new_engine.optimizer
+    if not (isinstance(old_opt, torch.optim.Optimizer) and isinstance(new_opt, torch.optim.Optimizer)):
+        return False
+    old_ids = {id(p) for g in old_opt.param_groups for p in g["params"]}
+    if not any(id(p) in old_ids for p in old_model.parameters()):
+        return False  # a wrapped optimizer (bf16/ZeRO) holds flat master copies instead
+    transfer_adam_state(old_opt, old_model, new_opt, new_model, plan)
+    return True

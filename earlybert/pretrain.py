@@ -1,0 +1,215 @@
+"""Pretraining recipe: data + model + trainer composed; search, early bird, shrink, continued MLM training."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from earlybert.config import help_text, load_config, save_yaml, to_dict
+from earlybert.data import (
+    BlockSampler,
+    DataConfig,
+    cached_blocks,
+    load_documents,
+    load_tokenizer,
+    mask_tokens,
+    train_wordpiece,
+)
+from earlybert.errors import EarlyBertError
+from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+
+
+@dataclass
+class ModelConfig:
+    """The model to pretrain."""
+
+    init_from: str = ""
+    """Model folder to start from (plain HF or slim); empty: a new model with the sizes below."""
+    family: str = "bert"
+    """bert or roberta (for a new model)."""
+    hidden_size: int = 768
+    """Hidden width."""
+    num_layers: int = 12
+    """Encoder layers."""
+    num_heads: int = 12
+    """Attention heads per layer."""
+    intermediate_size: int = 3072
+    """FFN width."""
+    vocab_size: int = 30522
+    """Vocabulary size (a trained tokenizer gets this many entries)."""
+    max_position_embeddings: int = 512
+    """Longest sequence the position embeddings cover."""
+    hidden_dropout: float = 0.1
+    """Dropout on hidden states."""
+    attention_dropout: float = 0.1
+    """Dropout on attention probabilities."""
+
+
+@dataclass
+class PretrainConfig:
+    """A pretraining run."""
+
+    output_dir: str = "runs/pretrain"
+    """Run folder: checkpoints, ticket.json, summary.json, the final model in model/."""
+    overwrite: bool = False
+    """Start over in an output_dir that holds a run."""
+    resume: str = ""
+    """auto (the run's latest checkpoint), a run or checkpoint folder, or empty for a fresh start."""
+    seed: int = 42
+    """Seed for initialisation, data order, masking and dropout."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def prepare_output_dir(cfg: PretrainConfig, run_dir: Path) -> None:
+    """Refuse to clobber a run: finished runs need overwrite=true, unfinished ones resume=auto or overwrite."""
+    if cfg.resume or not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not cfg.overwrite:
+        what = "a finished run" if (run_dir / "summary.json").exists() else "files of an earlier run"
+        hint = "" if (run_dir / "summary.json").exists() else "resume=auto to continue it or "
+        raise EarlyBertError(f"output_dir {run_dir} holds {what}: pass {hint}overwrite=true to start over, "
+                             "or choose another output_dir")
+
+
+def build_model(cfg: PretrainConfig, tokenizer):
+    """A new MLM model from the config sizes, or the one in `model.init_from`."""
+    from earlybert.adapters import adapter_for_type
+    from earlybert.checkpoint import load_model
+
+    if cfg.model.init_from:
+        model = load_model(cfg.model.init_from, task="masked_lm")
+    else:
+        m = cfg.model
+        adapter = adapter_for_type(m.family)
+        config_cls = adapter.hf_classes["masked_lm"].config_class
+        config = config_cls(vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
+                            num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
+                            max_position_embeddings=m.max_position_embeddings, hidden_dropout_prob=m.hidden_dropout,
+                            attention_probs_dropout_prob=m.attention_dropout, pad_token_id=tokenizer.pad_token_id)
+        torch.manual_seed(cfg.seed)
+        model = adapter.hf_classes["masked_lm"](config)
+    if len(tokenizer) > model.config.vocab_size:
+        raise EarlyBertError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
+                             f"{model.config.vocab_size}: use a matching tokenizer or raise model.vocab_size")
+    limit = model.config.max_position_embeddings - (2 if model.config.model_type.endswith("roberta") else 0)
+    if cfg.data.seq_len > limit:
+        raise EarlyBertError(f"data.seq_len={cfg.data.seq_len} exceeds the model's {limit} position embeddings: "
+                             "lower data.seq_len or raise model.max_position_embeddings")
+    return model
+
+
+def get_tokenizer(cfg: PretrainConfig, docs: list[str], run_dir: Path, is_main: bool):
+    """The configured tokenizer folder, else a WordPiece trained on the corpus (saved in the run folder)."""
+    if cfg.data.tokenizer:
+        return load_tokenizer(cfg.data.tokenizer)
+    if cfg.model.init_from:
+        return load_tokenizer(cfg.model.init_from)
+    saved = run_dir / "tokenizer"
+    if (saved / "tokenizer.json").is_file():  # resuming: the same vocabulary as before
+        return load_tokenizer(str(saved))
+    tokenizer = train_wordpiece(docs, cfg.model.vocab_size)
+    if is_main:
+        tokenizer.save_pretrained(str(saved))
+    return tokenizer
+
+
+def run(cfg: PretrainConfig) -> dict:
+    """Run (or resume) a pretraining job; returns the summary."""
+    from earlybert.distributed import barrier, setup_distributed, teardown
+    from earlybert.mlm import MaskedLMObjective
+    from earlybert.run_checkpoint import resolve_resume
+    from earlybert.trainer import Trainer
+
+    run_dir = Path(cfg.output_dir)
+    resume_from = resolve_resume(cfg.resume, run_dir)
+    prepare_output_dir(cfg, run_dir)
+    docs = load_documents(cfg.data)  # before the process group: bad data fails fast on every rank
+    dist = setup_distributed()
+    try:
+        if dist.is_main:
+            if cfg.overwrite and resume_from is None and run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(cfg, run_dir / "config.yaml")
+        barrier()
+        tokenizer = get_tokenizer(cfg, docs, run_dir, dist.is_main)
+        model = build_model(cfg, tokenizer)
+        blocks, key, hit = cached_blocks(docs, tokenizer, cfg.data.seq_len, cfg.data.cache_dir)
+        t = cfg.train
+        sampler = BlockSampler(len(blocks), t.micro_batch_size * t.grad_accum * dist.world_size, cfg.seed)
+        vocab = len(tokenizer)
+
+        def batches(step: int) -> list[dict[str, torch.Tensor]]:
+            ids = sampler.sample_ids(step)
+            out = []
+            for micro in range(t.grad_accum):  # rank r takes the r-th slice of each micro-batch round
+                start = (micro * dist.world_size + dist.rank) * t.micro_batch_size
+                mine = ids[start:start + t.micro_batch_size]
+                out.append(mask_tokens(blocks[sampler.block_ids(mine)], mine, tokenizer,
+                                       cfg.data.mlm_probability, cfg.seed, vocab))
+            return out
+
+        if dist.is_main:
+            print(f"data: {len(docs)} documents, {len(blocks)} blocks of {cfg.data.seq_len} tokens "
+                  f"({'cache hit' if hit else 'packed and cached'}: {key}); vocabulary {vocab}", flush=True)
+        torch.manual_seed(cfg.seed + dist.rank)
+        trainer = Trainer(model=model, objective_cls=MaskedLMObjective, batches=batches, train=cfg.train,
+                          search=cfg.search, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
+                          seq_len=cfg.data.seq_len, mlm_fraction=cfg.data.mlm_probability,
+                          save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
+                          config_dict=to_dict(cfg), resume_from=resume_from)
+        summary = trainer.fit()
+        if dist.is_main:
+            print(f"done: {summary['steps']} steps; ticket drawn at step {summary['ticket_step']} "
+                  f"(fired: {summary['fired']}); model in {run_dir / 'model'}", flush=True)
+        return summary
+    finally:
+        teardown()
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
+    """`--config FILE` plus key=value overrides; `--local_rank` from the deepspeed launcher is ignored."""
+    config, overrides, i = None, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            print("usage: earlybert pretrain --config FILE [key=value ...]\n\nkeys:")
+            print("\n".join(help_text(PretrainConfig)))
+            raise SystemExit(0)
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise EarlyBertError("--config needs a YAML file: --config configs/pretrain/tiny.yaml")
+            config, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        elif arg.startswith("--local_rank") or arg.startswith("--local-rank"):
+            if "=" not in arg:
+                i += 1
+        elif arg.startswith("--"):
+            raise EarlyBertError(f"unknown flag {arg}: settings are key=value, e.g. train.max_steps=100")
+        else:
+            overrides.append(arg)
+        i += 1
+    return config, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point shared by `earlybert pretrain` and pretrain/run_pretrain.py."""
+    try:
+        config_path, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
+        cfg = load_config(PretrainConfig, config_path, overrides)
+        run(cfg)
+    except EarlyBertError as e:
+        print(f"earlybert pretrain: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,252 @@
+"""The shared trainer: DeepSpeed engine, ticket search with early-bird detection, shrink, slim training, resume.
+
+Stages: `search` (coefficients + L1, detector checks) -> `slim` (after the shrink); `full` trains a
+model as it is (baselines). The loop reads top to bottom in `fit`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from earlybert.adapters import get_adapter
+from earlybert.checkpoint import write_dir_atomically
+from earlybert.coefficients import attach_coefficients, detach_coefficients, ffn_coefficients, head_coefficients
+from earlybert.detector import EarlyBirdDetector
+from earlybert.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object
+from earlybert.engine import build_engine, carry_optimizer_state
+from earlybert.flops import accounting
+from earlybert.logger import RunLogger
+from earlybert.masks import MaskSpec
+from earlybert.mlm import Objective
+from earlybert.run_checkpoint import RunCheckpointer
+from earlybert.shrink import prune_plan, shrink_model
+from earlybert.ticket import Ticket
+from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+
+Batches = Callable[[int], list[dict[str, torch.Tensor]]]
+
+
+class Trainer:
+    """Trains `model` through `objective_cls` on `batches(step)` (this rank's micro-batches of a step)."""
+
+    def __init__(self, *, model: torch.nn.Module, objective_cls: type[Objective], batches: Batches,
+                 train: TrainConfig, search: SearchConfig, checkpoint: CheckpointConfig, log: LogConfig,
+                 run_dir: Path, dist: DistInfo, seq_len: int, mlm_fraction: float = 1.0,
+                 save_extras: Callable[[Path], None] | None = None, config_dict: dict | None = None,
+                 resume_from: Path | None = None):
+        self.train, self.search, self.ckpt_cfg = train, search, checkpoint
+        self.objective_cls, self.batches, self.run_dir, self.dist = objective_cls, batches, Path(run_dir), dist
+        self.seq_len, self.mlm_fraction, self.save_extras = seq_len, mlm_fraction, save_extras
+        self.spec = MaskSpec(search.heads_ratio, search.ffn_ratio, search.ffn_scope,
+                             search.min_heads_per_layer, search.ffn_round_to)
+        self.detector = EarlyBirdDetector(search.window, search.threshold)
+        self.checkpointer = RunCheckpointer(self.run_dir, dist, checkpoint.keep_last)
+        self.full_accounting = accounting(model, seq_len, mlm_fraction)
+        self.task = get_adapter(model).task_of(model)
+        self.tokens_per_step = train.micro_batch_size * train.grad_accum * dist.world_size * seq_len
+        self.step, self.ticket, self.masks = 0, None, None
+        self.times: dict[str, float] = {}
+        self.steps_in: dict[str, int] = {}
+        self.engine = None
+        if resume_from is not None:
+            self._resume(model, resume_from)
+        else:
+            self._start(model)
+        self.logger = RunLogger(self.run_dir, dist.is_main, log.report_to, log.every, log.project, config_dict,
+                                train.max_steps, log.progress_bar, self.step)
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def _start(self, model: torch.nn.Module) -> None:
+        if self.search.ticket:
+            self.ticket = Ticket.load(self.search.ticket)
+            model, self.stage = shrink_model(model, self.ticket), "slim"
+        elif self.search.enabled:
+            if self.search.weights == "rewind" and self.dist.is_main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                          str(self.run_dir / "init_weights.safetensors"))
+            attach_coefficients(model)
+            self.stage = "search"
+        else:
+            self.stage = "full"
+        self.engine = self._engine(model)
+
+    def _engine(self, model: torch.nn.Module):
+        searching = self.stage == "search"
+        objective = self.objective_cls(model, self.search.lambda_heads if searching else 0.0,
+                                       self.search.lambda_ffn if searching else 0.0)
+        return build_engine(objective, self.train, self.dist)
+
+    def _resume(self, model: torch.nn.Module, folder: Path) -> None:
+        state = self.checkpointer.read_state(folder)
+        self.stage, self.step = state["stage"], state["step"]
+        self.times, self.steps_in = state["times"], state["steps_in"]
+        self.detector.load_state_dict(state["detector"])
+        if (folder / "ticket.json").is_file():
+            self.ticket = Ticket.from_dict(json.loads((folder / "ticket.json").read_text()))
+        if self.stage == "slim":
+            adapter = get_adapter(model)
+            config = adapter.slim_config.from_dict(json.loads((folder / "slim_config.json").read_text()))
+            model = adapter.slim_classes[self.task](config)
+        elif self.stage == "search":
+            attach_coefficients(model)
+        self.engine = self._engine(model)
+        self.checkpointer.load(self.engine, folder)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The Hugging Face model being trained (coefficients attached during search)."""
+        return self.engine.module.model
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to `max_steps`: search, draw and shrink when the early bird fires, then train the slim model."""
+        self.logger.print(f"training from step {self.step} to {self.train.max_steps} in stage {self.stage}")
+        while self.step < self.train.max_steps:
+            stage = self.stage
+            started = time.perf_counter()
+            metrics = self._train_step()
+            self.step += 1
+            if stage == "search":
+                metrics.update(self._search_check())
+            # Stage time is compute plus detector checks; the shrink is timed on its own.
+            elapsed = time.perf_counter() - started - metrics.pop("shrink_s", 0.0)
+            self.times[stage] = self.times.get(stage, 0.0) + elapsed
+            self.steps_in[stage] = self.steps_in.get(stage, 0) + 1
+            metrics.update(tokens_per_s=self.tokens_per_step / elapsed, stage=stage)
+            self.logger.log(self.step, metrics)
+            shrunk_now = stage == "search" and self.stage == "slim"
+            if shrunk_now or self.step % self.ckpt_cfg.every == 0 or self.step == self.train.max_steps:
+                self.save_checkpoint()
+        summary = self._finish()
+        self.logger.close()
+        return summary
+
+    def _train_step(self) -> dict[str, Any]:
+        lr = self.train.lr_at(self.step)
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = lr
+        totals = torch.zeros(4)
+        micro_batches = self.batches(self.step)
+        for batch in micro_batches:
+            batch = {k: v.to(self.engine.device) for k, v in batch.items()}
+            loss, stats = self.engine(**batch)
+            self.engine.backward(loss)
+            self.engine.step()
+            totals += torch.stack([stats[0] * stats[2], stats[1], stats[2], stats[3]]).cpu().float()
+        all_reduce_sum(totals)
+        count = max(totals[2].item(), 1.0)
+        metrics = {"loss": totals[0].item() / count,
+                   "accuracy": totals[1].item() / count, "lr": lr,
+                   "flops_per_step": accounting(self.model, self.seq_len, self.mlm_fraction)["train_flops_per_token"]
+                   * self.tokens_per_step}
+        if self.stage == "search":
+            metrics["l1"] = totals[3].item() / (len(micro_batches) * self.dist.world_size)
+        return metrics
+
+    # ---- search -------------------------------------------------------------------------------
+    def _search_check(self) -> dict[str, Any]:
+        at_limit = self.step >= self.search.max_search_steps
+        if self.step % self.search.check_every and not at_limit:
+            return {}
+        model = self.model
+        payload = None
+        if self.dist.is_main:  # rank 0 decides the masks; every rank applies the same ones
+            heads, ffn = self.spec.masks(head_coefficients(model), ffn_coefficients(model))
+            payload = ([m.tolist() for m in heads], [m.tolist() for m in ffn])
+            self._save_coefficients()
+        heads, ffn = broadcast_object(payload)
+        self.masks = ([torch.tensor(m, dtype=torch.int8) for m in heads],
+                      [torch.tensor(m, dtype=torch.int8) for m in ffn])
+        fired = self.detector.update(self.step, *self.masks)
+        check = self.detector.history[-1]
+        out = {"heads_distance": check.heads_distance, "ffn_distance": check.ffn_distance,
+               "heads_kept": sum(map(sum, heads)), "ffn_kept": sum(map(sum, ffn))}
+        if fired or at_limit:
+            how = "early bird fired" if fired else f"no early bird by max_search_steps={self.search.max_search_steps}"
+            self.logger.print(f"step {self.step}: {how}; drawing the ticket and shrinking")
+            started = time.perf_counter()
+            self._shrink(fired)
+            out["shrink_s"] = time.perf_counter() - started
+            self.times["shrink"] = self.times.get("shrink", 0.0) + out["shrink_s"]
+        return out
+
+    def _save_coefficients(self) -> None:
+        folder = self.run_dir / "search"
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for kind, coefs in (("heads", head_coefficients(self.model)), ("ffn", ffn_coefficients(self.model))):
+            tensors.update({f"{kind}.{i}": c.detach().float().cpu().contiguous() for i, c in enumerate(coefs)})
+        save_file(tensors, str(folder / f"coefficients_step_{self.step:08d}.safetensors"),
+                  metadata={"step": str(self.step), "model_type": self.model.config.model_type})
+
+    def _shrink(self, fired: bool) -> None:
+        model = self.model
+        coefs = {"heads": head_coefficients(model), "ffn": ffn_coefficients(model)}
+        self.ticket = Ticket.from_masks(
+            model.config.model_type, *self.masks, coefficients=coefs, step=self.step, fired=fired,
+            distance_history=self.detector.history_dicts(), weights=self.search.weights,
+            heads_ratio=self.spec.heads_ratio, ffn_ratio=self.spec.ffn_ratio, ffn_scope=self.spec.ffn_scope,
+            min_heads_per_layer=self.spec.min_heads_per_layer, ffn_round_to=self.spec.ffn_round_to)
+        if self.dist.is_main:
+            self.ticket.save(self.run_dir / "ticket.json")
+        plan = prune_plan(model, self.ticket)
+        if self.search.weights == "rewind":
+            base = copy.deepcopy(model)
+            detach_coefficients(base)
+            base.load_state_dict(load_file(str(self.run_dir / "init_weights.safetensors")))
+            slim = shrink_model(base, self.ticket)
+        else:
+            slim = shrink_model(model, self.ticket, fold_coefficients=self.search.fold_coefficients)
+        old = self.engine
+        self.stage = "slim"
+        self.engine = self._engine(slim)
+        carried = self.search.weights == "continue" and carry_optimizer_state(old, model, self.engine, slim, plan)
+        old.destroy()
+        self.logger.print(f"shrunk to heads {self.ticket.layer_heads()}, ffn {self.ticket.layer_ffn()}; "
+                          f"optimizer state {'carried over' if carried else 'restarted'}")
+
+    # ---- checkpoints and outputs --------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Checkpoint everything needed to continue exactly (collective)."""
+        state = {"step": self.step, "stage": self.stage, "times": self.times, "steps_in": self.steps_in,
+                 "detector": self.detector.state_dict(), "task": self.task}
+        files = {}
+        if self.ticket is not None:
+            files["ticket.json"] = self.ticket.to_dict()
+        if self.stage == "slim":
+            files["slim_config.json"] = self.model.config.to_dict()
+        self.checkpointer.save(self.engine, self.step, state, files)
+
+    def _finish(self) -> dict[str, Any]:
+        model = self.model
+        if self.stage == "search":  # the budget ended before the draw: save the plain model
+            model = copy.deepcopy(model)
+            detach_coefficients(model)
+        final = accounting(model, self.seq_len, self.mlm_fraction)
+        summary = {
+            "stage": self.stage, "steps": self.step, "tokens": self.step * self.tokens_per_step,
+            "time_s": dict(self.times), "steps_in": dict(self.steps_in),
+            "step_time_s": {k: self.times[k] / n for k, n in self.steps_in.items() if n},
+            "ticket_step": self.ticket.metadata.get("step") if self.ticket else None,
+            "fired": bool(self.ticket and self.ticket.metadata.get("fired")),
+            "full": self.full_accounting, "slim": final,
+        }
+        if self.dist.is_main:
+            def write(tmp: Path) -> None:
+                model.save_pretrained(tmp)
+                if self.save_extras is not None:
+                    self.save_extras(tmp)
+
+            write_dir_atomically(self.run_dir / "model", write, overwrite=True)
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        barrier()
+        return summary
