@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -135,6 +136,29 @@ def train_wordpiece(docs: Iterable[str], vocab_size: int, lowercase: bool = True
     )
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+
+
+def cached_wordpiece(docs: list[str], vocab_size: int, cache_dir: str):
+    """A WordPiece trained on `docs`, cached by corpus and size.
+
+    The `tokenizers` trainer breaks frequency ties in hash order, so two trainings on the same text
+    can differ; reusing the cached one keeps reruns and resumed runs on one vocabulary.
+    """
+    h = hashlib.sha256(f"wordpiece/1:{vocab_size}".encode())
+    for d in docs:
+        h.update(hashlib.sha256(d.encode()).digest())
+    folder = Path(cache_dir).expanduser() / f"tokenizer-{h.hexdigest()[:24]}"
+    if (folder / "tokenizer.json").is_file():
+        return load_tokenizer(str(folder))
+    tokenizer = train_wordpiece(docs, vocab_size)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tokenizer-"))
+    tokenizer.save_pretrained(str(tmp))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another rank or run got there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
 
 
 def load_tokenizer(path: str):

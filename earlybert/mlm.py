@@ -11,13 +11,23 @@ from earlybert.coefficients import has_coefficients, l1_penalty
 
 
 class Objective(nn.Module):
-    """Wraps a model; forward returns (loss, stats) where stats = [task loss, correct, count, l1]."""
+    """Wraps a model; forward returns (loss, stats) where stats = [summed task loss, correct, count, l1].
+
+    `loss_denominator` makes the loss a sum over this micro-batch divided by a share of the global
+    count, so after DeepSpeed averages over accumulation steps and ranks the gradient is that of the
+    mean over the whole global batch: 1 rank x 8 sequences and 2 ranks x 4 train identically.
+    """
 
     def __init__(self, model: nn.Module, lambda_heads: float = 0.0, lambda_ffn: float = 0.0):
         super().__init__()
         self.model = model
         self.lambda_heads = lambda_heads
         self.lambda_ffn = lambda_ffn
+
+    @staticmethod
+    def count(batch: dict[str, torch.Tensor]) -> int:
+        """Loss terms in a micro-batch (masked tokens for MLM)."""
+        return int((batch["labels"] != -100).sum())
 
     def penalty(self, like: torch.Tensor) -> torch.Tensor:
         """The L1 term while coefficients are attached, else 0."""
@@ -33,7 +43,7 @@ class MaskedLMObjective(Objective):
     ~15% masked positions first gives the same loss at a fraction of the cost.
     """
 
-    def forward(self, input_ids, attention_mask, labels, token_type_ids=None):
+    def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
         adapter = get_adapter(self.model)
         hidden = self.model.base_model(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
@@ -41,9 +51,10 @@ class MaskedLMObjective(Objective):
         selected = labels != -100
         logits = self.model.get_submodule(adapter.mlm_head)(hidden[selected])
         targets = labels[selected]
-        mlm_loss = F.cross_entropy(logits.float(), targets)
-        l1 = self.penalty(mlm_loss)
+        summed = F.cross_entropy(logits.float(), targets, reduction="sum")
+        denominator = targets.numel() if loss_denominator is None else loss_denominator
+        l1 = self.penalty(summed)
         with torch.no_grad():
             correct = (logits.argmax(-1) == targets).sum().float()
-            stats = torch.stack([mlm_loss.detach(), correct, targets.new_tensor(targets.numel()).float(), l1.detach()])
-        return mlm_loss + l1, stats
+            stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(targets.numel())), l1.detach()])
+        return summed / denominator + l1, stats

@@ -14,10 +14,10 @@ from earlybert.data import (
     BlockSampler,
     DataConfig,
     cached_blocks,
+    cached_wordpiece,
     load_documents,
     load_tokenizer,
     mask_tokens,
-    train_wordpiece,
 )
 from earlybert.errors import EarlyBertError
 from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
@@ -116,7 +116,7 @@ def get_tokenizer(cfg: PretrainConfig, docs: list[str], run_dir: Path, is_main: 
     saved = run_dir / "tokenizer"
     if (saved / "tokenizer.json").is_file():  # resuming: the same vocabulary as before
         return load_tokenizer(str(saved))
-    tokenizer = train_wordpiece(docs, cfg.model.vocab_size)
+    tokenizer = cached_wordpiece(docs, cfg.model.vocab_size, cfg.data.cache_dir)
     if is_main:
         tokenizer.save_pretrained(str(saved))
     return tokenizer

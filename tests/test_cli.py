@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,9 +7,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM, p
 
 from earlybert.cli import main
 from earlybert.ticket import Ticket
-from tests.conftest import tiny_model
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import run_earlybert, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +27,13 @@ def uneven_minilm_ticket() -> Ticket:
     return Ticket("bert", heads=heads, ffn=ffn, metadata={"step": 0})
 
 
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "earlybert", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def test_shrink_real_minilm_folder_loads_with_auto_class_and_fill_mask(minilm_mlm_dir, tmp_path):
     ticket_path = tmp_path / "ticket.json"
     uneven_minilm_ticket().save(ticket_path)
     out = tmp_path / "slim"
-    result = run_cli("shrink", "--model", str(minilm_mlm_dir), "--ticket", str(ticket_path), "--output", str(out))
+    result = run_earlybert("shrink", "--model", str(minilm_mlm_dir), "--ticket", str(ticket_path), "--output", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert {"model.safetensors", "config.json", "ticket.json", "modeling_earlybert.py", "tokenizer.json"} <= {
         p.name for p in out.iterdir()}
@@ -62,7 +53,7 @@ def test_shrink_real_minilm_folder_loads_with_auto_class_and_fill_mask(minilm_ml
     predictions = fill("the capital of france is [MASK].")
     assert len(predictions) == 5 and all(isinstance(p["token_str"], str) for p in predictions)
 
-    info = run_cli("info", str(out))
+    info = run_earlybert("info", str(out))
     assert info.returncode == 0, info.stderr[-2000:]
     assert "heads kept 41/72, ffn kept 5148/9216" in info.stdout
 
@@ -121,7 +112,7 @@ def test_unknown_model_type_is_one_line_error(tmp_path, capsys):
 
 
 def test_demo_runs_the_core_pipeline(tmp_path):
-    result = run_cli("demo", "--output", str(tmp_path / "demo"))
+    result = run_earlybert("demo", "--output", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "early bird drawn at step" in result.stdout
     diff = float(result.stdout.strip().splitlines()[-1].rsplit(" ", 1)[1])

@@ -1,0 +1,51 @@
+import pytest
+
+from earlybert.config import help_text, load_config, parse_override, to_dict
+from earlybert.errors import EarlyBertError
+from earlybert.pretrain import PretrainConfig
+
+
+def test_yaml_plus_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("output_dir: runs/a\ntrain:\n  lr: 1.0e-3\n  max_steps: 5\n")
+    cfg = load_config(PretrainConfig, tmp_path / "c.yaml",
+                      ["train.max_steps=7", "data.train_files=[a.txt, b.txt]", "search.enabled=false", "train.lr=2"])
+    assert cfg.output_dir == "runs/a" and cfg.train.max_steps == 7
+    assert cfg.train.lr == 2.0 and isinstance(cfg.train.lr, float)
+    assert cfg.data.train_files == ["a.txt", "b.txt"] and cfg.search.enabled is False
+    assert to_dict(cfg)["train"]["max_steps"] == 7
+    assert load_config(PretrainConfig, None, ["data.train_files=one.txt"]).data.files() == ["one.txt"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_stepz=3", "unknown config key train.max_stepz"),
+        ("nosuch=1", "unknown config key nosuch"),
+        ("train.max_steps=abc", "train.max_steps expects int, got 'abc'"),
+        ("search.enabled=3", "search.enabled expects bool"),
+        ("train.schedule=cosine", "train.schedule='cosine' is unknown"),
+        ("train", "is not key=value"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(override, message):
+    with pytest.raises(EarlyBertError, match=message) as err:
+        load_config(PretrainConfig, None, [override])
+    assert "\n" not in str(err.value)
+
+
+def test_bad_yaml_files(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(EarlyBertError, match="not valid YAML at line"):
+        load_config(PretrainConfig, tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(EarlyBertError, match="must hold a mapping"):
+        load_config(PretrainConfig, tmp_path / "list.yaml")
+    with pytest.raises(EarlyBertError, match="does not exist"):
+        load_config(PretrainConfig, tmp_path / "missing.yaml")
+
+
+def test_help_lists_every_key_with_its_docstring():
+    lines = help_text(PretrainConfig)
+    assert any(line.startswith("  train.max_steps (int, default 1000): Optimizer steps in all") for line in lines)
+    assert any("data.train_files" in line and "documents separated by blank lines" in line for line in lines)
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])

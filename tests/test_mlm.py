@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from earlybert.coefficients import attach_coefficients, l1_penalty
+from earlybert.mlm import MaskedLMObjective
+from tests.conftest import random_inputs, tiny_model
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_masked_position_loss_equals_full_logit_loss(family):
+    model = tiny_model(family, "masked_lm", vocab_size=300)
+    inputs = random_inputs(model, batch=4, seq=16)
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.where(torch.rand(inputs["input_ids"].shape, generator=gen) < 0.15, inputs["input_ids"], -100)
+    labels[:, 1] = inputs["input_ids"][:, 1]  # every row predicts something
+    with torch.no_grad():
+        reference = model(**inputs, labels=labels).loss
+        loss, stats = MaskedLMObjective(model)(**inputs, labels=labels)
+    assert abs(loss.item() - reference.item()) <= 1e-5
+    assert abs(stats[0].item() / stats[2].item() - reference.item()) <= 1e-5
+    assert stats[2].item() == (labels != -100).sum().item()
+    assert 0 <= stats[1].item() <= stats[2].item()
+
+
+def test_objective_adds_the_l1_penalty_while_coefficients_are_attached():
+    model = tiny_model("bert", "masked_lm")
+    inputs = random_inputs(model)
+    labels = inputs["input_ids"].clone()
+    plain, _ = MaskedLMObjective(model, 0.5, 0.25)(**inputs, labels=labels)
+    attach_coefficients(model)
+    searched, stats = MaskedLMObjective(model, 0.5, 0.25)(**inputs, labels=labels)
+    expected_l1 = l1_penalty(model, 0.5, 0.25).item()
+    assert expected_l1 == pytest.approx(0.5 * 8 + 0.25 * 96)
+    assert searched.item() == pytest.approx(plain.item() + expected_l1, rel=1e-6)
+    assert stats[3].item() == pytest.approx(expected_l1)

@@ -1,0 +1,140 @@
+"""Whole pretraining runs on CPU with the tiny config: search, early bird, shrink, slim training, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForMaskedLM
+
+from earlybert.ticket import Ticket
+from tests.conftest import REPO, run_earlybert
+
+TINY = str(REPO / "configs/pretrain/tiny.yaml")
+
+
+def tiny_args(run_dir: Path, corpus: Path, cache: Path, *extra: str) -> list[str]:
+    return ["--config", TINY, f"output_dir={run_dir}", f"data.train_files={corpus}", f"data.cache_dir={cache}",
+            *extra]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, pydoc_corpus) -> Path:
+    """One uninterrupted tiny run, shared by the checks below."""
+    root = tmp_path_factory.mktemp("pretrain")
+    result = run_earlybert("pretrain", *tiny_args(root / "run", pydoc_corpus, root / "cache"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
+def test_search_fires_shrinks_trains_on_and_saves_a_loadable_slim_model(baseline):
+    summary = json.loads((baseline / "summary.json").read_text())
+    assert summary["fired"] is True and summary["ticket_step"] < 40  # before max_search_steps
+    assert summary["stage"] == "slim" and summary["steps"] == 60
+    assert summary["steps_in"]["search"] == summary["ticket_step"]
+    assert summary["steps_in"]["slim"] == 60 - summary["ticket_step"]
+    for key in ("search", "shrink", "slim"):
+        assert summary["time_s"][key] > 0
+    assert summary["tokens"] == 60 * 8 * 64
+    assert summary["slim"]["params"] < summary["full"]["params"]
+    assert summary["slim"]["train_flops_per_token"] < summary["full"]["train_flops_per_token"]
+
+    ticket = Ticket.load(baseline / "ticket.json")
+    assert ticket.layer_heads() == [3, 3]  # 1/4 of 4 heads pruned per layer
+    assert sum(ticket.layer_ffn()) == 256 - round(0.4 * 256)
+    assert ticket.metadata["step"] == summary["ticket_step"] and ticket.metadata["distance_history"]
+
+    rows = metrics(baseline)
+    first = sum(r["loss"] for r in rows[:5]) / 5
+    last = sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < first - 0.3, (first, last)
+    assert {r["stage"] for r in rows} == {"search", "slim"}
+
+    import earlybert  # noqa: F401
+
+    model = AutoModelForMaskedLM.from_pretrained(baseline / "model")
+    assert type(model).__name__ == "SlimBertForMaskedLM"
+    assert model.config.layer_num_heads == [3, 3]
+    assert (baseline / "model" / "tokenizer.json").is_file()
+
+
+def test_draw_makes_other_tickets_from_the_saved_search(baseline, tmp_path):
+    result = run_earlybert("draw", str(baseline), "--heads-ratio", "0.5", "--ffn-ratio", "0.5",
+                           "--output", str(tmp_path / "t.json"))
+    assert result.returncode == 0, result.stderr
+    ticket = Ticket.load(tmp_path / "t.json")
+    assert ticket.layer_heads() == [2, 2] and sum(ticket.layer_ffn()) == 128
+    assert ticket.metadata["step"] == json.loads((baseline / "summary.json").read_text())["ticket_step"]
+    # Same ratios as the run: the same masks as the ticket it drew.
+    run_earlybert("draw", str(baseline), "--heads-ratio", "0.25", "--ffn-ratio", "0.4", "--output",
+                  str(tmp_path / "same.json"))
+    same, drawn = Ticket.load(tmp_path / "same.json"), Ticket.load(baseline / "ticket.json")
+    assert (same.heads, same.ffn) == (drawn.heads, drawn.ffn)
+
+
+def kill_at_step(args: list[str], run_dir: Path, step: int) -> None:
+    """Start a run and SIGKILL it once it has logged `step`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "earlybert", "pretrain", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            rows = metrics(run_dir)
+        except (FileNotFoundError, json.JSONDecodeError):
+            rows = []
+        if rows and rows[-1]["step"] >= step:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"run ended on its own: {proc.stderr.read()[-2000:]}"
+
+
+@pytest.mark.parametrize("kill_step, stage", [(13, "search"), (45, "slim")])
+def test_sigkill_then_resume_auto_ends_with_identical_weights(baseline, pydoc_corpus, tmp_path, kill_step, stage):
+    run_dir = tmp_path / "run"
+    args = tiny_args(run_dir, pydoc_corpus, baseline.parent / "cache")
+    kill_at_step(args, run_dir, kill_step)
+    latest = (run_dir / "checkpoints" / "latest").read_text()
+    state = json.loads((run_dir / "checkpoints" / latest / "trainer_state.json").read_text())
+    assert state["stage"] == stage and state["step"] < kill_step
+    result = run_earlybert("pretrain", *args, "resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"training from step {state['step']}" in result.stdout
+    expected = load_file(baseline / "model" / "model.safetensors")
+    got = load_file(run_dir / "model" / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert Ticket.load(run_dir / "ticket.json").heads == Ticket.load(baseline / "ticket.json").heads
+
+
+def test_two_ranks_and_one_rank_draw_the_same_ticket(pydoc_corpus, tmp_path):
+    no_dropout = ["model.hidden_dropout=0", "model.attention_dropout=0", "train.max_steps=40",
+                  "checkpoint.every=100"]
+    one = tiny_args(tmp_path / "one", pydoc_corpus, tmp_path / "cache", *no_dropout)
+    two = tiny_args(tmp_path / "two", pydoc_corpus, tmp_path / "cache", *no_dropout, "train.micro_batch_size=4")
+    result = run_earlybert("pretrain", *one)
+    assert result.returncode == 0, result.stderr[-3000:]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "pretrain/run_pretrain.py", *two],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    t1, t2 = Ticket.load(tmp_path / "one" / "ticket.json"), Ticket.load(tmp_path / "two" / "ticket.json")
+    assert t1.metadata["step"] == t2.metadata["step"]
+    assert (t1.heads, t1.ffn) == (t2.heads, t2.ffn)
+    l1 = [r["loss"] for r in metrics(tmp_path / "one")]
+    l2 = [r["loss"] for r in metrics(tmp_path / "two")]
+    assert l1 == pytest.approx(l2, rel=1e-4)
