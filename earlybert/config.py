@@ -67,6 +67,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (item,) = typing.get_args(tp) or (Any,)
         if not isinstance(value, list):
             raise EarlyBertError(f"config key {key} expects a list, got {value!r}")
+        if _is_dataclass_type(item):
+            return [from_dict(item, v, f"{key}[{i}].") for i, v in enumerate(value)]
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -50,6 +51,18 @@ class ModelConfig:
 
 
 @dataclass
+class PhaseConfig:
+    """One training phase (BERT: 90% of steps at seq 128, then 10% at seq 512)."""
+
+    steps: int = 0
+    """Optimizer steps in this phase."""
+    seq_len: int = 128
+    """Block length in this phase."""
+    micro_batch_size: int = 8
+    """Sequences per rank per forward pass in this phase."""
+
+
+@dataclass
 class PretrainConfig:
     """A pretraining run."""
 
@@ -67,6 +80,17 @@ class PretrainConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    phases: list[PhaseConfig] = field(default_factory=list)
+    """Phases in order, their steps adding up to train.max_steps (grad_accum is shared); empty: one phase at
+    data.seq_len and train.micro_batch_size."""
+
+    def resolved_phases(self) -> list[PhaseConfig]:
+        """The phases to run, checked against the step budget."""
+        phases = self.phases or [PhaseConfig(self.train.max_steps, self.data.seq_len, self.train.micro_batch_size)]
+        if sum(p.steps for p in phases) != self.train.max_steps:
+            raise EarlyBertError(f"phases add up to {sum(p.steps for p in phases)} steps but train.max_steps is "
+                                 f"{self.train.max_steps}: make them agree")
+        return phases
 
 
 def prepare_output_dir(cfg: PretrainConfig, run_dir: Path) -> None:
@@ -101,13 +125,14 @@ def build_model(cfg: PretrainConfig, tokenizer):
         raise EarlyBertError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
                              f"{model.config.vocab_size}: use a matching tokenizer or raise model.vocab_size")
     limit = model.config.max_position_embeddings - (2 if model.config.model_type.endswith("roberta") else 0)
-    if cfg.data.seq_len > limit:
-        raise EarlyBertError(f"data.seq_len={cfg.data.seq_len} exceeds the model's {limit} position embeddings: "
-                             "lower data.seq_len or raise model.max_position_embeddings")
+    longest = max(p.seq_len for p in cfg.resolved_phases())
+    if longest > limit:
+        raise EarlyBertError(f"sequence length {longest} exceeds the model's {limit} position embeddings: "
+                             "lower data.seq_len (or the phases' seq_len) or raise model.max_position_embeddings")
     return model
 
 
-def get_tokenizer(cfg: PretrainConfig, docs: list[str], run_dir: Path, is_main: bool):
+def get_tokenizer(cfg: PretrainConfig, docs: list[str], run_dir: Path):
     """The configured tokenizer folder, else a WordPiece trained on the corpus (saved in the run folder)."""
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
@@ -116,15 +141,13 @@ def get_tokenizer(cfg: PretrainConfig, docs: list[str], run_dir: Path, is_main: 
     saved = run_dir / "tokenizer"
     if (saved / "tokenizer.json").is_file():  # resuming: the same vocabulary as before
         return load_tokenizer(str(saved))
-    tokenizer = cached_wordpiece(docs, cfg.model.vocab_size, cfg.data.cache_dir)
-    if is_main:
-        tokenizer.save_pretrained(str(saved))
-    return tokenizer
+    return cached_wordpiece(docs, cfg.model.vocab_size, cfg.data.cache_dir)
 
 
 def run(cfg: PretrainConfig) -> dict:
     """Run (or resume) a pretraining job; returns the summary."""
     from earlybert.distributed import barrier, setup_distributed, teardown
+    from earlybert.engine import deepspeed_config
     from earlybert.mlm import MaskedLMObjective
     from earlybert.run_checkpoint import resolve_resume
     from earlybert.trainer import Trainer
@@ -132,7 +155,11 @@ def run(cfg: PretrainConfig) -> dict:
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)
     prepare_output_dir(cfg, run_dir)
-    docs = load_documents(cfg.data)  # before the process group: bad data fails fast on every rank
+    # Everything that can reject the input runs before the process group starts: bad input fails fast.
+    docs = load_documents(cfg.data)
+    tokenizer = get_tokenizer(cfg, docs, run_dir)
+    model = build_model(cfg, tokenizer)
+    deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
     dist = setup_distributed()
     try:
         if dist.is_main:
@@ -140,31 +167,42 @@ def run(cfg: PretrainConfig) -> dict:
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             save_yaml(cfg, run_dir / "config.yaml")
+            if not (run_dir / "tokenizer" / "tokenizer.json").is_file():
+                tokenizer.save_pretrained(str(run_dir / "tokenizer"))
         barrier()
-        tokenizer = get_tokenizer(cfg, docs, run_dir, dist.is_main)
-        model = build_model(cfg, tokenizer)
-        blocks, key, hit = cached_blocks(docs, tokenizer, cfg.data.seq_len, cfg.data.cache_dir)
-        t = cfg.train
-        sampler = BlockSampler(len(blocks), t.micro_batch_size * t.grad_accum * dist.world_size, cfg.seed)
-        vocab = len(tokenizer)
+        phases = cfg.resolved_phases()
+        t, vocab = cfg.train, len(tokenizer)
+        blocks = {}
+        for phase in phases:
+            if phase.seq_len not in blocks:
+                blocks[phase.seq_len], key, hit = cached_blocks(docs, tokenizer, phase.seq_len, cfg.data.cache_dir)
+                if dist.is_main:
+                    print(f"data: {len(docs)} documents, {len(blocks[phase.seq_len])} blocks of {phase.seq_len} "
+                          f"tokens ({'cache hit' if hit else 'packed and cached'}: {key}); vocabulary {vocab}",
+                          flush=True)
+        # Each phase numbers its samples after the previous phase's, so masking never repeats.
+        plan, first_step, first_sample = [], 0, 0
+        for phase in phases:
+            global_batch = phase.micro_batch_size * t.grad_accum * dist.world_size
+            sampler = BlockSampler(len(blocks[phase.seq_len]), global_batch, cfg.seed)
+            plan.append((first_step, first_step + phase.steps, first_sample, phase, sampler))
+            first_step, first_sample = first_step + phase.steps, first_sample + phase.steps * global_batch
 
         def batches(step: int) -> list[dict[str, torch.Tensor]]:
-            ids = sampler.sample_ids(step)
+            start_step, _, start_sample, phase, sampler = next(p for p in plan if p[0] <= step < p[1])
+            ids = start_sample + sampler.sample_ids(step - start_step)
             out = []
             for micro in range(t.grad_accum):  # rank r takes the r-th slice of each micro-batch round
-                start = (micro * dist.world_size + dist.rank) * t.micro_batch_size
-                mine = ids[start:start + t.micro_batch_size]
-                out.append(mask_tokens(blocks[sampler.block_ids(mine)], mine, tokenizer,
-                                       cfg.data.mlm_probability, cfg.seed, vocab))
+                start = (micro * dist.world_size + dist.rank) * phase.micro_batch_size
+                mine = ids[start:start + phase.micro_batch_size]
+                out.append(mask_tokens(blocks[phase.seq_len][sampler.block_ids(mine - start_sample)], mine,
+                                       tokenizer, cfg.data.mlm_probability, cfg.seed, vocab))
             return out
 
-        if dist.is_main:
-            print(f"data: {len(docs)} documents, {len(blocks)} blocks of {cfg.data.seq_len} tokens "
-                  f"({'cache hit' if hit else 'packed and cached'}: {key}); vocabulary {vocab}", flush=True)
         torch.manual_seed(cfg.seed + dist.rank)
         trainer = Trainer(model=model, objective_cls=MaskedLMObjective, batches=batches, train=cfg.train,
                           search=cfg.search, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
-                          seq_len=cfg.data.seq_len, mlm_fraction=cfg.data.mlm_probability,
+                          seq_len=phases[0].seq_len, mlm_fraction=cfg.data.mlm_probability,
                           save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
                           config_dict=to_dict(cfg), resume_from=resume_from)
         summary = trainer.fit()

@@ -51,8 +51,8 @@ class Trainer:
         self.checkpointer = RunCheckpointer(self.run_dir, dist, checkpoint.keep_last)
         self.full_accounting = accounting(model, seq_len, mlm_fraction)
         self.task = get_adapter(model).task_of(model)
-        self.tokens_per_step = train.micro_batch_size * train.grad_accum * dist.world_size * seq_len
-        self.step, self.ticket, self.masks = 0, None, None
+        self.step, self.ticket, self.masks, self.tokens = 0, None, None, 0
+        self._flops_cache: dict[int, int] = {}
         self.times: dict[str, float] = {}
         self.steps_in: dict[str, int] = {}
         self.engine = None
@@ -88,7 +88,7 @@ class Trainer:
     def _resume(self, model: torch.nn.Module, folder: Path) -> None:
         state = self.checkpointer.read_state(folder)
         self.stage, self.step = state["stage"], state["step"]
-        self.times, self.steps_in = state["times"], state["steps_in"]
+        self.times, self.steps_in, self.tokens = state["times"], state["steps_in"], state["tokens"]
         self.detector.load_state_dict(state["detector"])
         if (folder / "ticket.json").is_file():
             self.ticket = Ticket.from_dict(json.loads((folder / "ticket.json").read_text()))
@@ -121,7 +121,7 @@ class Trainer:
             elapsed = time.perf_counter() - started - metrics.pop("shrink_s", 0.0)
             self.times[stage] = self.times.get(stage, 0.0) + elapsed
             self.steps_in[stage] = self.steps_in.get(stage, 0) + 1
-            metrics.update(tokens_per_s=self.tokens_per_step / elapsed, stage=stage)
+            metrics.update(tokens_per_s=metrics["tokens"] / elapsed, stage=stage)
             self.logger.log(self.step, metrics)
             shrunk_now = stage == "search" and self.stage == "slim"
             if shrunk_now or self.step % self.ckpt_cfg.every == 0 or self.step == self.train.max_steps:
@@ -134,7 +134,7 @@ class Trainer:
         lr = self.train.lr_at(self.step)
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
-        totals = torch.zeros(4)
+        totals = torch.zeros(5)
         micro_batches = self.batches(self.step)
         global_count = all_reduce_sum(torch.tensor([float(sum(map(self.objective_cls.count, micro_batches)))]))
         # DeepSpeed divides by accumulation steps and averages ranks: scale so the result is the global mean.
@@ -144,16 +144,23 @@ class Trainer:
             loss, stats = self.engine(**batch, loss_denominator=denominator)
             self.engine.backward(loss)
             self.engine.step()
-            totals += stats.detach().cpu().float()
+            totals[:4] += stats.detach().cpu().float()
+            totals[4] += batch["input_ids"].numel()
         all_reduce_sum(totals)
         count = max(totals[2].item(), 1.0)
-        metrics = {"loss": totals[0].item() / count,
-                   "accuracy": totals[1].item() / count, "lr": lr,
-                   "flops_per_step": accounting(self.model, self.seq_len, self.mlm_fraction)["train_flops_per_token"]
-                   * self.tokens_per_step}
+        tokens = int(totals[4].item())
+        self.tokens += tokens
+        seq_len = micro_batches[0]["input_ids"].shape[1]
+        metrics = {"loss": totals[0].item() / count, "accuracy": totals[1].item() / count, "lr": lr,
+                   "tokens": tokens, "flops_per_step": self._flops_per_token(seq_len) * tokens}
         if self.stage == "search":
             metrics["l1"] = totals[3].item() / (len(micro_batches) * self.dist.world_size)
         return metrics
+
+    def _flops_per_token(self, seq_len: int) -> int:
+        if seq_len not in self._flops_cache:  # cleared at the shrink
+            self._flops_cache[seq_len] = accounting(self.model, seq_len, self.mlm_fraction)["train_flops_per_token"]
+        return self._flops_cache[seq_len]
 
     # ---- search -------------------------------------------------------------------------------
     def _search_check(self) -> dict[str, Any]:
@@ -211,6 +218,7 @@ class Trainer:
             slim = shrink_model(model, self.ticket, fold_coefficients=self.search.fold_coefficients)
         old = self.engine
         self.stage = "slim"
+        self._flops_cache.clear()
         self.engine = self._engine(slim)
         carried = self.search.weights == "continue" and carry_optimizer_state(old, model, self.engine, slim, plan)
         old.destroy()
@@ -221,6 +229,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Checkpoint everything needed to continue exactly (collective)."""
         state = {"step": self.step, "stage": self.stage, "times": self.times, "steps_in": self.steps_in,
+                 "tokens": self.tokens,
                  "detector": self.detector.state_dict(), "task": self.task}
         files = {}
         if self.ticket is not None:
@@ -236,7 +245,7 @@ class Trainer:
             detach_coefficients(model)
         final = accounting(model, self.seq_len, self.mlm_fraction)
         summary = {
-            "stage": self.stage, "steps": self.step, "tokens": self.step * self.tokens_per_step,
+            "stage": self.stage, "steps": self.step, "tokens": self.tokens,
             "time_s": dict(self.times), "steps_in": dict(self.steps_in),
             "step_time_s": {k: self.times[k] / n for k, n in self.steps_in.items() if n},
             "ticket_step": self.ticket.metadata.get("step") if self.ticket else None,

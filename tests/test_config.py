@@ -49,3 +49,32 @@ def test_help_lists_every_key_with_its_docstring():
     assert any(line.startswith("  train.max_steps (int, default 1000): Optimizer steps in all") for line in lines)
     assert any("data.train_files" in line and "documents separated by blank lines" in line for line in lines)
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+
+
+@pytest.mark.parametrize("name", ["tiny", "bert-base", "bert-large"])
+def test_shipped_pretrain_configs_load(name):
+    from tests.conftest import REPO
+
+    cfg = load_config(PretrainConfig, REPO / f"configs/pretrain/{name}.yaml")
+    phases = cfg.resolved_phases()
+    assert sum(p.steps for p in phases) == cfg.train.max_steps
+    assert (REPO / cfg.train.deepspeed_config).is_file()
+    if name != "tiny":
+        assert cfg.model.vocab_size == 30522 and [p.seq_len for p in phases] == [128, 512]
+
+
+def test_deepspeed_jsons_are_valid_and_auto_filled(tmp_path):
+    import json
+
+    from earlybert.engine import deepspeed_config
+    from earlybert.trainer_config import TrainConfig
+    from tests.conftest import REPO
+
+    for path in sorted((REPO / "configs/deepspeed").glob("*.json")):
+        config = deepspeed_config(TrainConfig(micro_batch_size=4, grad_accum=2, deepspeed_config=str(path)), 2)
+        assert config["train_batch_size"] == 16 and config["gradient_accumulation_steps"] == 2
+    data = json.loads((REPO / "configs/deepspeed/cpu.json").read_text())
+    data["train_micro_batch_size_per_gpu"] = 3
+    (tmp_path / "ds.json").write_text(json.dumps(data))
+    with pytest.raises(EarlyBertError, match="sets train_micro_batch_size_per_gpu=3 but the run config implies 4"):
+        deepspeed_config(TrainConfig(micro_batch_size=4, deepspeed_config=str(tmp_path / "ds.json")), 1)

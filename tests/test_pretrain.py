@@ -138,3 +138,14 @@ def test_two_ranks_and_one_rank_draw_the_same_ticket(pydoc_corpus, tmp_path):
     l1 = [r["loss"] for r in metrics(tmp_path / "one")]
     l2 = [r["loss"] for r in metrics(tmp_path / "two")]
     assert l1 == pytest.approx(l2, rel=1e-4)
+
+
+def test_phases_switch_sequence_length_and_batch(pydoc_corpus, tmp_path):
+    phases = "phases=[{steps: 3, seq_len: 32, micro_batch_size: 8}, {steps: 2, seq_len: 64, micro_batch_size: 2}]"
+    result = run_earlybert("pretrain", *tiny_args(tmp_path / "run", pydoc_corpus, tmp_path / "cache",
+                                                  "train.max_steps=5", "search.enabled=false", phases))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["tokens"] for r in metrics(tmp_path / "run")] == [256, 256, 256, 128, 128]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stage"] == "full" and summary["tokens"] == 3 * 256 + 2 * 128 and summary["ticket_step"] is None
+    assert "blocks of 32 tokens" in result.stdout and "blocks of 64 tokens" in result.stdout
