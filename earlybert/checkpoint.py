@@ -19,7 +19,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt")
 
 
-def load_model(path: str | os.PathLike, task: str | None = None) -> nn.Module:
+def load_model(path: str | os.PathLike, task: str | None = None, **kwargs) -> nn.Module:
     """Load a plain HF or slim BERT/RoBERTa folder with the class its config names (or `task`'s class)."""
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -39,7 +39,7 @@ def load_model(path: str | os.PathLike, task: str | None = None) -> nn.Module:
         if cls is None:
             supported = ", ".join(c.__name__ for c in adapter.hf_classes.values())
             raise EarlyBertError(f"architecture {arch!r} in {path} is not supported: use one of {supported}")
-    return cls.from_pretrained(path)
+    return cls.from_pretrained(path, **kwargs)
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:

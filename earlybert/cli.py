@@ -57,10 +57,25 @@ def _draw(args: argparse.Namespace) -> None:
           f"{ticket.layer_heads()}, ffn kept {ticket.layer_ffn()}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from earlybert.evaluation import evaluate_glue_files, evaluate_squad_files
+
+    if args.benchmark == "squad":
+        scores = evaluate_squad_files(args.data, args.predictions, args.na_prob_file)
+    else:
+        if not args.task:
+            raise EarlyBertError("evaluate glue needs --task, e.g. --task sst2")
+        scores = evaluate_glue_files(args.task, args.data, args.predictions)
+    print(json.dumps(scores))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="earlybert", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("pretrain", help="pretrain with ticket search: --config FILE [key=value ...] (--help: keys)")
+    sub.add_parser("finetune", help="fine-tune: glue|squad --config FILE [key=value ...] (--help: keys)")
 
     p = sub.add_parser("shrink", help="apply a ticket to a model folder and save the slim model")
     p.add_argument("--model", required=True, help="model folder (plain HF BERT/RoBERTa or slim)")
@@ -88,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing ticket file")
     p.set_defaults(func=_draw)
 
+    p = sub.add_parser("evaluate", help="score predictions like the official GLUE and SQuAD scripts")
+    p.add_argument("benchmark", choices=["squad", "glue"])
+    p.add_argument("--data", required=True, help="SQuAD dev JSON, or a GLUE task folder with its dev file")
+    p.add_argument("--predictions", required=True, help="predictions.json (SQuAD) or index<TAB>prediction TSV (GLUE)")
+    p.add_argument("--task", default="", help="GLUE task name")
+    p.add_argument("--na-prob-file", default=None, help="SQuAD v2.0: question id -> no-answer score JSON")
+    p.set_defaults(func=_evaluate)
+
     p = sub.add_parser("demo", help="run the embedded demo")
     p.add_argument("--output", default="runs/demo", help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -102,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         from earlybert.pretrain import main as pretrain_main
 
         return pretrain_main(argv[1:])
+    if argv[:1] == ["finetune"]:
+        from earlybert.finetune import main as finetune_main
+
+        return finetune_main(argv[1:])
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 

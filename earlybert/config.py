@@ -82,6 +82,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -183,3 +188,33 @@ def help_text(cls: type, prefix: str = "") -> list[str]:
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         lines.append(f"  {prefix}{f.name} ({_type_name(tp)}, default {default!r}): {docs.get(f.name, '')}")
     return lines
+
+
+def config_from_cli(cls: type[T], argv: list[str], prog: str) -> T:
+    """`--config FILE` plus key=value overrides -> a validated config; `--help` lists every key.
+
+    `--local_rank` (added by the deepspeed launcher) is ignored: the rank comes from the environment.
+    """
+    argv, path, overrides, i = list(argv), None, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            print(f"usage: {prog} --config FILE [key=value ...]\n\nkeys:")
+            print("\n".join(help_text(cls)))
+            raise SystemExit(0)
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise EarlyBertError("--config needs a YAML file, e.g. --config configs/pretrain/tiny.yaml")
+            path = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg.startswith(("--local_rank", "--local-rank")):
+            i += 0 if "=" in arg else 1
+        elif arg.startswith("--"):
+            raise EarlyBertError(f"unknown flag {arg}: settings are key=value, e.g. train.max_steps=100")
+        else:
+            overrides.append(arg)
+        i += 1
+    return load_config(cls, path, overrides)

@@ -69,7 +69,12 @@ def barrier() -> None:
 
 
 def teardown() -> None:
-    """Barrier then destroy the group: multi-rank gloo jobs can abort at exit without it."""
+    """Barrier, then destroy a multi-rank group (gloo jobs can abort at exit without it).
+
+    A one-rank group is kept: DeepSpeed caches its groups, and another run in the same process
+    (a notebook, the tests) reuses it.
+    """
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        if torch.distributed.get_world_size() > 1:
+            torch.distributed.destroy_process_group()

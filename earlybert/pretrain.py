@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from earlybert.config import help_text, load_config, save_yaml, to_dict
+from earlybert.config import config_from_cli, save_yaml, to_dict
 from earlybert.data import (
     BlockSampler,
     DataConfig,
@@ -93,17 +93,6 @@ class PretrainConfig:
         return phases
 
 
-def prepare_output_dir(cfg: PretrainConfig, run_dir: Path) -> None:
-    """Refuse to clobber a run: finished runs need overwrite=true, unfinished ones resume=auto or overwrite."""
-    if cfg.resume or not run_dir.exists() or not any(run_dir.iterdir()):
-        return
-    if not cfg.overwrite:
-        what = "a finished run" if (run_dir / "summary.json").exists() else "files of an earlier run"
-        hint = "" if (run_dir / "summary.json").exists() else "resume=auto to continue it or "
-        raise EarlyBertError(f"output_dir {run_dir} holds {what}: pass {hint}overwrite=true to start over, "
-                             "or choose another output_dir")
-
-
 def build_model(cfg: PretrainConfig, tokenizer):
     """A new MLM model from the config sizes, or the one in `model.init_from`."""
     from earlybert.adapters import adapter_for_type
@@ -148,13 +137,13 @@ def run(cfg: PretrainConfig) -> dict:
     """Run (or resume) a pretraining job; returns the summary."""
     from earlybert.distributed import barrier, setup_distributed, teardown
     from earlybert.engine import deepspeed_config
-    from earlybert.mlm import MaskedLMObjective
-    from earlybert.run_checkpoint import resolve_resume
+    from earlybert.objectives import MaskedLMObjective
+    from earlybert.run_checkpoint import check_run_dir, resolve_resume
     from earlybert.trainer import Trainer
 
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)
-    prepare_output_dir(cfg, run_dir)
+    check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     # Everything that can reject the input runs before the process group starts: bad input fails fast.
     docs = load_documents(cfg.data)
     tokenizer = get_tokenizer(cfg, docs, run_dir)
@@ -214,39 +203,10 @@ def run(cfg: PretrainConfig) -> dict:
         teardown()
 
 
-def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
-    """`--config FILE` plus key=value overrides; `--local_rank` from the deepspeed launcher is ignored."""
-    config, overrides, i = None, [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("-h", "--help"):
-            print("usage: earlybert pretrain --config FILE [key=value ...]\n\nkeys:")
-            print("\n".join(help_text(PretrainConfig)))
-            raise SystemExit(0)
-        if arg == "--config":
-            if i + 1 >= len(argv):
-                raise EarlyBertError("--config needs a YAML file: --config configs/pretrain/tiny.yaml")
-            config, i = argv[i + 1], i + 2
-            continue
-        if arg.startswith("--config="):
-            config = arg.split("=", 1)[1]
-        elif arg.startswith("--local_rank") or arg.startswith("--local-rank"):
-            if "=" not in arg:
-                i += 1
-        elif arg.startswith("--"):
-            raise EarlyBertError(f"unknown flag {arg}: settings are key=value, e.g. train.max_steps=100")
-        else:
-            overrides.append(arg)
-        i += 1
-    return config, overrides
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point shared by `earlybert pretrain` and pretrain/run_pretrain.py."""
     try:
-        config_path, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
-        cfg = load_config(PretrainConfig, config_path, overrides)
-        run(cfg)
+        run(config_from_cli(PretrainConfig, sys.argv[1:] if argv is None else argv, "earlybert pretrain"))
     except EarlyBertError as e:
         print(f"earlybert pretrain: error: {e}", file=sys.stderr)
         return 2

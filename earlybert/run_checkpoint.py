@@ -136,3 +136,14 @@ def resolve_resume(resume: str, run_dir: Path) -> Path | None:
             f"resume={resume} holds no checkpoint: point it at a run folder with checkpoints, or use auto"
         )
     return found
+
+
+def check_run_dir(run_dir: Path, resume: str, overwrite: bool) -> None:
+    """Refuse to clobber a run: finished runs need overwrite=true, unfinished ones resume=auto or overwrite."""
+    if resume or not run_dir.exists() or not any(run_dir.iterdir()) or overwrite:
+        return
+    finished = (run_dir / "summary.json").exists()
+    what = "a finished run" if finished else "files of an earlier run"
+    hint = "" if finished else "resume=auto to continue it or "
+    raise EarlyBertError(f"output_dir {run_dir} holds {what}: pass {hint}overwrite=true to start over, "
+                         "or choose another output_dir")

@@ -25,7 +25,7 @@ from earlybert.engine import build_engine, carry_optimizer_state
 from earlybert.flops import accounting
 from earlybert.logger import RunLogger
 from earlybert.masks import MaskSpec
-from earlybert.mlm import Objective
+from earlybert.objectives import Objective
 from earlybert.run_checkpoint import RunCheckpointer
 from earlybert.shrink import prune_plan, shrink_model
 from earlybert.ticket import Ticket

@@ -58,3 +58,45 @@ class MaskedLMObjective(Objective):
             correct = (logits.argmax(-1) == targets).sum().float()
             stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(targets.numel())), l1.detach()])
         return summed / denominator + l1, stats
+
+
+class ClassificationObjective(Objective):
+    """Cross-entropy (or MSE when the model has one output: regression) summed over examples."""
+
+    @staticmethod
+    def count(batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["labels"].numel())
+
+    def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        if logits.shape[-1] == 1:
+            summed = F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction="sum")
+            correct = torch.zeros((), device=logits.device)
+        else:
+            summed = F.cross_entropy(logits.float(), labels, reduction="sum")
+            correct = (logits.argmax(-1) == labels).sum().float().detach()
+        l1 = self.penalty(summed)
+        denominator = labels.numel() if loss_denominator is None else loss_denominator
+        stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(labels.numel())), l1.detach()])
+        return summed / denominator + l1, stats
+
+
+class QuestionAnsweringObjective(Objective):
+    """Mean of start and end cross-entropies, summed over windows."""
+
+    @staticmethod
+    def count(batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["start_positions"].numel())
+
+    def forward(self, input_ids, attention_mask, start_positions, end_positions, token_type_ids=None,
+                loss_denominator=None):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        summed = (F.cross_entropy(out.start_logits.float(), start_positions, reduction="sum")
+                  + F.cross_entropy(out.end_logits.float(), end_positions, reduction="sum")) / 2
+        with torch.no_grad():
+            correct = ((out.start_logits.argmax(-1) == start_positions)
+                       & (out.end_logits.argmax(-1) == end_positions)).sum().float()
+        l1 = self.penalty(summed)
+        denominator = start_positions.numel() if loss_denominator is None else loss_denominator
+        stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(start_positions.numel())), l1.detach()])
+        return summed / denominator + l1, stats

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from earlybert.coefficients import attach_coefficients, l1_penalty
-from earlybert.mlm import MaskedLMObjective
+from earlybert.objectives import MaskedLMObjective
 from tests.conftest import random_inputs, tiny_model
 
 

@@ -1,0 +1,129 @@
+"""Evaluation: dev metrics, GLUE submission files, SQuAD predictions, and the `earlybert evaluate` command."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from earlybert.errors import EarlyBertError
+
+SUBMISSION_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B",
+                    "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "mnli": "MNLI", "custom": "custom"}
+
+
+@torch.no_grad()
+def predict_logits(model, inputs: dict[str, torch.Tensor], batch_size: int) -> list[np.ndarray]:
+    """Model outputs over all rows, batched; a list of arrays (logits, or start and end logits)."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks: list[list[np.ndarray]] = []
+    n = len(inputs["input_ids"])
+    for start in range(0, n, batch_size):
+        batch = {k: v[start:start + batch_size].to(device) for k, v in inputs.items()}
+        out = model(**batch)
+        parts = [out.start_logits, out.end_logits] if hasattr(out, "start_logits") else [out.logits]
+        chunks.append([p.float().cpu().numpy() for p in parts])
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def _glue_predictions(model, task, examples, tokenizer, cfg) -> np.ndarray:
+    from earlybert.finetune import _glue_features
+
+    inputs = _glue_features(tokenizer, examples, cfg.max_seq_len, task.is_regression)
+    inputs.pop("labels", None)
+    (logits,) = predict_logits(model, inputs, cfg.eval_batch_size)
+    return logits[:, 0] if task.is_regression else logits.argmax(-1)
+
+
+def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) -> dict:
+    """Score the trained model on dev, write eval_results.json, predictions and the final summary.json."""
+    from earlybert import glue, squad
+    from earlybert.checkpoint import load_model
+
+    model = load_model(run_dir / "model")
+    results: dict[str, float] = {}
+    if kind == "glue":
+        task = data.task
+        for i, examples in enumerate(data.dev.values()):
+            preds = _glue_predictions(model, task, examples, tokenizer, cfg)
+            scores = glue.score(task, list(preds), [e.label for e in examples])
+            suffix = "" if i == 0 else "_mm"  # MNLI: matched first, then mismatched
+            results.update({f"{k}{suffix}": v for k, v in scores.items()})
+        for split, examples in data.test.items():
+            preds = _glue_predictions(model, task, examples, tokenizer, cfg)
+            name = SUBMISSION_NAMES[task.name] + ({"test_matched": "-m", "test_mismatched": "-mm"}.get(split, ""))
+            with open(run_dir / f"{name}.tsv", "w", encoding="utf-8", newline="") as f:
+                writer = csv.writer(f, delimiter="\t")
+                writer.writerow(["index", "prediction"])
+                for example, p in zip(examples, preds):
+                    writer.writerow([example.index, glue.label_name(task, p)])
+    else:
+        _, dev = data
+        inputs, example_of, offsets = squad.eval_features(tokenizer, dev, cfg.max_seq_len, cfg.doc_stride)
+        start, end = predict_logits(model, inputs, cfg.eval_batch_size)
+        v2 = cfg.task == "squad_v2"
+        preds, null_scores = squad.postprocess(dev, example_of, offsets, start, end, cfg.n_best, cfg.max_answer_len,
+                                               version_2=v2)
+        (run_dir / "predictions.json").write_text(json.dumps(preds, indent=1))
+        golds = squad.gold_answers(dev)
+        from earlybert.metrics import squad_v1, squad_v2
+
+        results = squad_v2(golds, preds, null_scores) if v2 else squad_v1(golds, preds)
+        if v2:
+            (run_dir / "null_odds.json").write_text(json.dumps(null_scores, indent=1))
+    (run_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
+    summary["eval"] = results
+    summary["mode"] = cfg.mode
+    summary["train_time_s"] = sum(summary["time_s"].values())
+    if cfg.baseline_dir:
+        base = Path(cfg.baseline_dir) / "summary.json"
+        if base.is_file():
+            full = json.loads(base.read_text())
+            summary["baseline_train_time_s"] = full["train_time_s"]
+            summary["time_saved"] = 1.0 - summary["train_time_s"] / full["train_time_s"]
+            summary["baseline_eval"] = full.get("eval", {})
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def evaluate_squad_files(data: str, predictions: str, na_probs: str | None = None) -> dict[str, float]:
+    """The official scripts' interface: gold SQuAD JSON + predictions JSON (id -> text)."""
+    from earlybert import squad
+    from earlybert.metrics import squad_v1, squad_v2
+
+    examples = squad.read_squad(data)
+    try:
+        preds = json.loads(Path(predictions).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise EarlyBertError(f"predictions file {predictions} is not readable JSON ({e})") from None
+    golds = squad.gold_answers(examples)
+    if any(not e.answers for e in examples):  # unanswerable questions: a v2.0 file
+        probs = json.loads(Path(na_probs).read_text()) if na_probs else None
+        return squad_v2(golds, preds, probs)
+    return squad_v1(golds, preds)
+
+
+def evaluate_glue_files(task_name: str, data_dir: str, predictions: str) -> dict[str, float]:
+    """Score a dev-set prediction TSV (`index<TAB>prediction`, as the submission files) against data_dir's dev file."""
+    from earlybert import glue
+
+    task = glue.get_task(task_name)
+    data = glue.load_local(task, data_dir)
+    examples = next(iter(data.dev.values()))
+    try:
+        with open(predictions, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except OSError as e:
+        raise EarlyBertError(f"predictions file {predictions} cannot be read ({e})") from None
+    by_index = {r["index"]: r["prediction"] for r in rows}
+    preds = []
+    for e in examples:
+        if e.index not in by_index:
+            raise EarlyBertError(f"{predictions} has no prediction for index {e.index}: predict every dev example")
+        raw = by_index[e.index]
+        preds.append(float(raw) if task.is_regression else task.labels.index(raw))
+    return glue.score(task, preds, [e.label for e in examples])

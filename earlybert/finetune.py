@@ -1,0 +1,192 @@
+"""Fine-tuning recipe (GLUE, custom classification, SQuAD): modes full, earlybert, random and slim."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from earlybert.config import config_from_cli, save_yaml, to_dict
+from earlybert.errors import EarlyBertError
+from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+
+MODES = ("full", "earlybert", "random", "slim")
+
+
+@dataclass
+class FinetuneConfig:
+    """A fine-tuning run."""
+
+    task: str = "sst2"
+    """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), custom, squad or squad_v2."""
+    model: str = ""
+    """Model folder (plain HF, slim, or a pretraining run's model/); its tokenizer must be there too."""
+    data_dir: str = ""
+    """Local folder in the official layout (GLUE TSVs, SQuAD JSON); empty: the Hugging Face Hub."""
+    mode: str = "full"
+    """full (baseline), earlybert (search, draw, shrink, train slim), random (random ticket), slim (as is)."""
+    output_dir: str = "runs/finetune"
+    """Run folder: eval_results.json, predictions, summary.json, the fine-tuned model in model/."""
+    overwrite: bool = False
+    """Start over in an output_dir that holds a run."""
+    resume: str = ""
+    """auto, a run or checkpoint folder, or empty."""
+    seed: int = 42
+    """Seed for the task head, data order, dropout and the random ticket."""
+    epochs: float = 3.0
+    """Training epochs (sets train.max_steps when > 0)."""
+    max_seq_len: int = 128
+    """Tokens per example (SQuAD: per window)."""
+    doc_stride: int = 128
+    """SQuAD: overlap between windows of a long context."""
+    max_answer_len: int = 30
+    """SQuAD: longest answer in tokens."""
+    n_best: int = 20
+    """SQuAD: start and end candidates considered."""
+    eval_batch_size: int = 64
+    """Examples per evaluation forward pass."""
+    text_columns: list[str] = field(default_factory=list)
+    """custom task: the text column(s) of the files."""
+    label_column: str = "label"
+    """custom task: the label column."""
+    num_labels: int = 0
+    """custom task: classes (0: from labels.txt in data_dir)."""
+    regression: bool = False
+    """custom task: a real-valued label."""
+    baseline_dir: str = ""
+    """A full-mode run folder of the same task: summary.json reports the training time saved against it."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise EarlyBertError(f"mode={self.mode!r} is unknown: use one of {', '.join(MODES)}")
+
+
+def _glue_features(tokenizer, examples, max_len: int, regression: bool) -> dict[str, torch.Tensor]:
+    columns = list(zip(*[e.texts for e in examples]))
+    enc = tokenizer(*columns[:2], truncation=True, max_length=max_len, padding="max_length", return_tensors="pt")
+    out = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    if examples[0].label is not None:
+        out["labels"] = torch.tensor([e.label for e in examples], dtype=torch.float if regression else torch.long)
+    return out
+
+
+def load_task_data(cfg: FinetuneConfig, tokenizer):
+    """(kind, data, train features) for the configured task."""
+    from earlybert import glue, squad
+
+    if cfg.task in ("squad", "squad_v2"):
+        v2 = cfg.task == "squad_v2"
+        if not cfg.data_dir:
+            raise EarlyBertError("SQuAD from the Hub is not wired yet: set data_dir to a folder with the JSON files")
+        version = "v2.0" if v2 else "v1.1"
+        train = squad.read_squad(Path(cfg.data_dir) / f"train-{version}.json")
+        dev = squad.read_squad(Path(cfg.data_dir) / f"dev-{version}.json")
+        return "squad", (train, dev), squad.train_features(tokenizer, train, cfg.max_seq_len, cfg.doc_stride)
+    if cfg.task == "custom":
+        task = glue.custom_task(cfg.text_columns, cfg.label_column, cfg.data_dir, cfg.num_labels, cfg.regression)
+    else:
+        task = glue.get_task(cfg.task)
+    data = glue.load_local(task, cfg.data_dir) if cfg.data_dir else glue.load_hub(task)
+    return "glue", data, _glue_features(tokenizer, data.train, cfg.max_seq_len, task.is_regression)
+
+
+def run(cfg: FinetuneConfig) -> dict:
+    """Fine-tune, evaluate on dev, write predictions and summary; returns the summary."""
+    from earlybert.checkpoint import load_model
+    from earlybert.data import BlockSampler, load_tokenizer
+    from earlybert.distributed import barrier, setup_distributed, teardown
+    from earlybert.engine import deepspeed_config
+    from earlybert.evaluation import evaluate_run
+    from earlybert.masks import MaskSpec, random_ticket
+    from earlybert.objectives import ClassificationObjective, QuestionAnsweringObjective
+    from earlybert.run_checkpoint import check_run_dir, resolve_resume
+    from earlybert.trainer import Trainer
+
+    run_dir = Path(cfg.output_dir)
+    resume_from = resolve_resume(cfg.resume, run_dir)
+    check_run_dir(run_dir, cfg.resume, cfg.overwrite)
+    if not cfg.model:
+        raise EarlyBertError("no model given: set model=FOLDER (a pretrained BERT/RoBERTa with its tokenizer)")
+    tokenizer = load_tokenizer(cfg.model)
+    kind, data, features = load_task_data(cfg, tokenizer)
+    n = len(next(iter(features.values())))
+    t = cfg.train
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    global_batch = t.micro_batch_size * t.grad_accum * world
+    if cfg.epochs > 0:
+        t.max_steps = max(1, math.ceil(cfg.epochs * n / global_batch))
+    torch.manual_seed(cfg.seed)  # the task head's initialisation
+    if kind == "squad":
+        model, objective = load_model(cfg.model, task="question_answering"), QuestionAnsweringObjective
+    else:
+        model = load_model(cfg.model, task="sequence_classification", num_labels=data.task.num_labels)
+        objective = ClassificationObjective
+    search = cfg.search
+    search.enabled = cfg.mode == "earlybert"
+    deepspeed_config(t, world)
+    dist = setup_distributed()
+    try:
+        if dist.is_main:
+            if cfg.overwrite and resume_from is None and run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(cfg, run_dir / "config.yaml")
+        if cfg.mode == "random" and resume_from is None:
+            spec = MaskSpec(search.heads_ratio, search.ffn_ratio, search.ffn_scope, search.min_heads_per_layer,
+                            search.ffn_round_to)
+            ticket = random_ticket(model, spec, seed=cfg.seed)
+            if dist.is_main:
+                ticket.save(run_dir / "ticket.json")
+            search.ticket = str(run_dir / "ticket.json")
+        barrier()
+        sampler = BlockSampler(n, global_batch, cfg.seed)
+
+        def batches(step: int) -> list[dict[str, torch.Tensor]]:
+            ids = sampler.block_ids(sampler.sample_ids(step))
+            out = []
+            for micro in range(t.grad_accum):
+                start = (micro * dist.world_size + dist.rank) * t.micro_batch_size
+                rows = torch.from_numpy(ids[start:start + t.micro_batch_size])
+                out.append({k: v[rows] for k, v in features.items()})
+            return out
+
+        trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=t, search=search,
+                          checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist, seq_len=cfg.max_seq_len,
+                          save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
+                          config_dict=to_dict(cfg), resume_from=resume_from)
+        summary = trainer.fit()
+        if dist.is_main:
+            summary = evaluate_run(cfg, kind, data, tokenizer, run_dir, summary)
+        barrier()
+        return summary
+    finally:
+        teardown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `earlybert finetune glue|squad` and finetune/run_*.py."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    kind = argv.pop(0) if argv and argv[0] in ("glue", "squad") else "glue"
+    try:
+        cfg = config_from_cli(FinetuneConfig, argv, f"earlybert finetune {kind}")
+        if kind == "squad" and cfg.task not in ("squad", "squad_v2"):
+            raise EarlyBertError(f"task={cfg.task!r} is not a SQuAD task: use task=squad or task=squad_v2")
+        if kind == "glue" and cfg.task in ("squad", "squad_v2"):
+            raise EarlyBertError(f"task={cfg.task} belongs to `earlybert finetune squad`")
+        summary = run(cfg)
+    except EarlyBertError as e:
+        print(f"earlybert finetune: error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary.get("eval", {}), indent=1))
+    return 0

@@ -1,0 +1,8 @@
+"""GLUE fine-tuning entry point: `deepspeed`, `torchrun` or plain `python` (see earlybert/finetune.py)."""
+
+import sys
+
+from earlybert.finetune import main
+
+if __name__ == "__main__":
+    sys.exit(main(["glue", *sys.argv[1:]]))

@@ -1,0 +1,97 @@
+"""Fine-tuning end to end on tiny fixtures: every GLUE task, SQuAD v1.1/v2.0, every mode."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from earlybert.finetune import main as finetune_main
+from tests.conftest import REPO
+from tests.task_fixtures import LAYOUTS, make_glue_task, make_squad, make_tiny_bert
+
+GLUE_YAML = str(REPO / "configs/finetune/glue.yaml")
+SQUAD_YAML = str(REPO / "configs/finetune/squad.yaml")
+FAST = ["epochs=2", "train.micro_batch_size=8", "train.lr=1e-3", "search.check_every=1",
+        "search.max_search_steps=2", "search.window=2", "eval_batch_size=16", "log.progress_bar=false"]
+METRIC_KEYS = {"cola": {"matthews_correlation"}, "stsb": {"pearson", "spearmanr"}, "mrpc": {"accuracy", "f1"},
+               "qqp": {"accuracy", "f1"}, "mnli": {"accuracy", "accuracy_mm"}}
+SUBMISSIONS = {"cola": ["CoLA"], "sst2": ["SST-2"], "mrpc": ["MRPC"], "qqp": ["QQP"], "stsb": ["STS-B"],
+               "mnli": ["MNLI-m", "MNLI-mm"], "qnli": ["QNLI"], "rte": ["RTE"], "wnli": ["WNLI"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def slim_bert(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT shrunk by a ticket, for mode=slim."""
+    from earlybert.checkpoint import copy_tokenizer_files, load_model
+    from earlybert.shrink import shrink_model
+    from earlybert.ticket import Ticket
+
+    out = tmp_path_factory.mktemp("slim-bert")
+    ticket = Ticket("bert", heads=[[1, 1, 0, 1], [0, 1, 0, 0]], ffn=[[1] * 30 + [0] * 18, [1] * 12 + [0] * 36])
+    shrink_model(load_model(tiny_bert), ticket).save_pretrained(out)
+    copy_tokenizer_files(tiny_bert, out)
+    return out
+
+
+def run_mode(config, model, task, data_dir, mode, out, capsys, *extra):
+    code = finetune_main(["squad" if task.startswith("squad") else "glue", "--config", config, f"task={task}",
+                          f"model={model}", f"data_dir={data_dir}", f"mode={mode}", f"output_dir={out}", *FAST,
+                          *extra])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("task", list(LAYOUTS))
+@pytest.mark.parametrize("mode", ["full", "earlybert", "random", "slim"])
+def test_glue_task_runs_in_every_mode(task, mode, tiny_bert, slim_bert, tmp_path, capsys):
+    data_dir = make_glue_task(task, tmp_path / task)
+    model = slim_bert if mode == "slim" else tiny_bert
+    summary = run_mode(GLUE_YAML, model, task, data_dir, mode, tmp_path / "out", capsys)
+    results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert set(results) == METRIC_KEYS.get(task, {"accuracy"})
+    assert all(isinstance(v, float) for v in results.values())
+    for name in SUBMISSIONS[task]:
+        lines = (tmp_path / "out" / f"{name}.tsv").read_text().splitlines()
+        assert lines[0] == "index\tprediction" and len(lines) == 5
+    assert summary["steps"] == 4 and summary["mode"] == mode
+    if mode == "earlybert":
+        assert summary["stage"] == "slim" and summary["ticket_step"] == 2
+        ticket = json.loads((tmp_path / "out" / "ticket.json").read_text())
+        assert ticket["step"] == 2 and isinstance(ticket["fired"], bool) and ticket["weights"] == "rewind"
+    if mode == "random":
+        assert summary["stage"] == "slim" and summary["slim"]["layer_heads"] == [3, 3]
+    if mode == "slim":
+        assert summary["slim"]["layer_heads"] == [3, 1]
+
+
+@pytest.mark.parametrize("version", ["v1.1", "v2.0"])
+@pytest.mark.parametrize("mode", ["full", "earlybert", "random", "slim"])
+def test_squad_runs_in_every_mode(version, mode, tiny_bert, slim_bert, tmp_path, capsys):
+    task = "squad" if version == "v1.1" else "squad_v2"
+    data_dir = make_squad(tmp_path / "squad", version)
+    model = slim_bert if mode == "slim" else tiny_bert
+    summary = run_mode(SQUAD_YAML, model, task, data_dir, mode, tmp_path / "out", capsys,
+                       "max_seq_len=48", "doc_stride=16")
+    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    dev = json.loads((data_dir / f"dev-{version}.json").read_text())
+    ids = {qa["id"] for p in dev["data"][0]["paragraphs"] for qa in p["qas"]}
+    assert set(predictions) == ids
+    results = summary["eval"]
+    assert 0.0 <= results["exact_match"] <= results["f1"] <= 100.0
+    if version == "v2.0":
+        assert {"HasAns_exact", "NoAns_exact", "best_f1", "best_f1_thresh"} <= set(results)
+
+
+def test_time_saved_against_a_full_baseline(tiny_bert, tmp_path, capsys):
+    data_dir = make_glue_task("sst2", tmp_path / "sst2")
+    full = run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "full", tmp_path / "full", capsys)
+    slim = run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "random", tmp_path / "random", capsys,
+                    f"baseline_dir={tmp_path / 'full'}")
+    assert slim["baseline_train_time_s"] == pytest.approx(full["train_time_s"])
+    assert slim["time_saved"] == pytest.approx(1 - slim["train_time_s"] / full["train_time_s"])
