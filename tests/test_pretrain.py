@@ -149,3 +149,14 @@ def test_phases_switch_sequence_length_and_batch(pydoc_corpus, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stage"] == "full" and summary["tokens"] == 3 * 256 + 2 * 128 and summary["ticket_step"] is None
     assert "blocks of 32 tokens" in result.stdout and "blocks of 64 tokens" in result.stdout
+
+
+@pytest.mark.parametrize("backend, produced", [("tensorboard", "tensorboard"), ("wandb", "wandb")])
+def test_logging_backends_write_locally(pydoc_corpus, tmp_path, backend, produced):
+    result = run_earlybert("pretrain", *tiny_args(tmp_path / "run", pydoc_corpus, tmp_path / "cache",
+                                                  "train.max_steps=3", "search.enabled=false",
+                                                  f"log.report_to={backend}"),
+                           env={"WANDB_MODE": "", "WANDB_API_KEY": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert any((tmp_path / "run" / produced).rglob("*")), list((tmp_path / "run").iterdir())
+    assert len(metrics(tmp_path / "run")) == 3
