@@ -43,9 +43,9 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from earlybert.demo import run_core_demo
+    from earlybert.demo import run_demo
 
-    run_core_demo(args.output, overwrite=args.overwrite)
+    run_demo(args.output, overwrite=args.overwrite)
 
 
 def _draw(args: argparse.Namespace) -> None:
@@ -67,6 +67,12 @@ def _evaluate(args: argparse.Namespace) -> None:
             raise EarlyBertError("evaluate glue needs --task, e.g. --task sst2")
         scores = evaluate_glue_files(args.task, args.data, args.predictions)
     print(json.dumps(scores))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from earlybert.report import write_report
+
+    print(f"wrote {write_report(args.run_dir)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="", help="GLUE task name")
     p.add_argument("--na-prob-file", default=None, help="SQuAD v2.0: question id -> no-answer score JSON")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("report", help="write report.html and PNGs for a run folder")
+    p.add_argument("run_dir", help="output_dir of a pretraining or fine-tuning run")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("demo", help="run the embedded demo")
     p.add_argument("--output", default="runs/demo", help="run folder")

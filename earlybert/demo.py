@@ -1,76 +1,120 @@
-"""The embedded demo: the core ticket pipeline on a small random BERT, end to end on CPU."""
+"""`make demo`: pretrain with ticket search on pydoc text, shrink, train on, fine-tune the slim model, report."""
 
 from __future__ import annotations
 
-import time
+import json
+import re
+import shutil
+import statistics
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+from earlybert.checkpoint import check_output_dir
+from earlybert.config import load_config
 
-from earlybert.checkpoint import check_output_dir, write_dir_atomically
-from earlybert.coefficients import attach_coefficients, ffn_coefficients, head_coefficients, set_coefficients
-from earlybert.detector import EarlyBirdDetector
-from earlybert.masks import MaskSpec, draw_ticket
-from earlybert.report_text import model_info_lines
-from earlybert.shrink import shrink_model
+STATEMENTS = {"assert", "assignment", "async", "augassign", "break", "class", "compound", "continue", "del", "else",
+              "for", "function", "global", "if", "import", "nonlocal", "pass", "raise", "return", "try", "while",
+              "with", "yield"}
+EXPRESSIONS = {"atom-identifiers", "atom-literals", "attribute-references", "await", "binary", "bitwise", "booleans",
+               "calls", "comparisons", "conversions", "exprlists", "formatstrings", "in", "lambda", "operator-summary",
+               "power", "shifting", "slicings", "subscriptions", "unary"}
+TYPES = {"attribute-access", "bltin-code-objects", "bltin-ellipsis-object", "bltin-null-object", "bltin-type-objects",
+         "callable-types", "context-managers", "customization", "dict", "floating", "imaginary", "integers", "lists",
+         "numbers", "numeric-types", "objects", "sequence-types", "specialattrs", "specialnames", "string-methods",
+         "strings", "truth", "types", "typesfunctions", "typesmapping", "typesmethods", "typesmodules", "typesseq",
+         "typesseq-mutable"}
+LABELS = ("statements", "expressions", "types and objects")
 
 
-def run_core_demo(output: str = "runs/demo", overwrite: bool = False, seed: int = 0) -> dict:
-    """Attach coefficients, let them drift until the detector fires, shrink with folding, save, reload, compare."""
-    check_output_dir(output, overwrite)
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=2000, hidden_size=128, num_hidden_layers=4, num_attention_heads=8,
-                        intermediate_size=512, max_position_embeddings=128)
-    model = BertForMaskedLM(config).eval()
-    attach_coefficients(model)
-    print("\n".join(model_info_lines(model)))
+def write_demo_data(folder: Path) -> tuple[Path, Path]:
+    """The pydoc topics as a corpus (one document per topic) and as a 3-class paragraph task (TSV)."""
+    from pydoc_data.topics import topics
 
-    # Stand-in for a search: coefficients decay towards a fixed per-unit target, with shrinking noise,
-    # so the masks settle and the detector fires the way it does during real training.
-    spec, detector = MaskSpec(), EarlyBirdDetector(window=5, threshold=0.1)
-    targets = [torch.rand_like(c) for c in head_coefficients(model) + ffn_coefficients(model)]
-    step = 0
-    while not detector.fired and step < 2000:
-        step += 10
-        noise = 1.0 / step
-        with torch.no_grad():
-            for c, t in zip(head_coefficients(model) + ffn_coefficients(model), targets):
-                c.mul_(0.9).add_(0.1 * t + noise * torch.randn_like(c))
-        ticket = draw_ticket(model, spec, step=step)
-        detector.update(step, [torch.tensor(h) for h in ticket.heads], [torch.tensor(f) for f in ticket.ffn])
-        last = detector.history[-1]
-        if last.heads_distance is not None:
-            print(f"step {step:4d}: mask distance heads {last.heads_distance:.3f}, ffn {last.ffn_distance:.3f}")
-    ticket = draw_ticket(model, spec, step=step, fired=detector.fired, distance_history=detector.history_dicts())
-    print(f"early bird drawn at step {step}: heads kept {ticket.layer_heads()}, ffn kept {ticket.layer_ffn()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "pydoc.txt"
+    corpus.write_text("\n\n".join(re.sub(r"\n\s*\n", "\n", text.strip()) for _, text in sorted(topics.items())),
+                      encoding="utf-8")
+    task = folder / "pydoc-topics"
+    task.mkdir(exist_ok=True)
+    rows = {"train": [], "dev": []}
+    for name in sorted(topics):
+        group = next((i for i, g in enumerate((STATEMENTS, EXPRESSIONS, TYPES)) if name in g), None)
+        if group is None:
+            continue
+        for k, para in enumerate(p for p in re.split(r"\n\s*\n", topics[name]) if len(p.split()) >= 8):
+            text = " ".join(para.split())[:400].replace("\t", " ")
+            rows["dev" if k % 5 == 4 else "train"].append(f"{text}\t{group}")
+    for split, lines in rows.items():
+        (task / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    (task / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    return corpus, task
 
-    # The masked model: pruned units' coefficients set to 0, kept ones keep their learned value.
-    masks_h = [torch.tensor(h) for h in ticket.heads]
-    masks_f = [torch.tensor(f) for f in ticket.ffn]
-    set_coefficients(model, [m * c for m, c in zip(masks_h, head_coefficients(model))],
-                     [m * c for m, c in zip(masks_f, ffn_coefficients(model))])
-    inputs = torch.randint(0, config.vocab_size, (4, 64))
-    with torch.no_grad():
-        masked_logits = model(inputs).logits
-    start = time.perf_counter()
-    slim = shrink_model(model, ticket, fold_coefficients=True)
-    shrink_s = time.perf_counter() - start
+
+def summary_table(pre: dict, ft: dict, rows: list[dict]) -> tuple[list[str], dict]:
+    """The console table and the numbers behind it (also merged into summary.json)."""
+    full, slim = pre["full"], pre["slim"]
+    t, n = pre["time_s"], pre["steps_in"]
+    full_step = pre["step_time_s"]["search"]  # the full model (plus coefficients), measured in the search
+    train_time = t.get("search", 0) + t.get("shrink", 0) + t.get("slim", 0)
+    full_time = full_step * pre["steps"]
+    tail = rows[-20:]
+    numbers = {
+        "fired_at": pre["ticket_step"], "fired": pre["fired"],
+        "mlm_loss_last20": statistics.mean(r["loss"] for r in tail),
+        "mlm_accuracy_last20": statistics.mean(r["accuracy"] for r in tail),
+        "downstream_accuracy": ft["eval"]["accuracy"],
+        "pretrain_time_s": train_time, "full_model_time_estimate_s": full_time,
+        "time_saved_vs_full": 1 - train_time / full_time,
+    }
+    lines = [
+        "",
+        "EarlyBERT demo summary",
+        f"{'':34}{'full':>14}{'slim':>14}",
+        f"{'parameters':34}{full['params']:>14,}{slim['params']:>14,}",
+        f"{'training FLOPs per token':34}{full['train_flops_per_token']:>14,}{slim['train_flops_per_token']:>14,}",
+        f"{'attention heads':34}{sum(full['layer_heads']):>14}{sum(slim['layer_heads']):>14}",
+        f"{'FFN neurons':34}{sum(full['layer_ffn']):>14}{sum(slim['layer_ffn']):>14}",
+        f"{'seconds per training step':34}{full_step:>14.3f}{pre['step_time_s']['slim']:>14.3f}",
+        "",
+        f"{'stage':34}{'steps':>14}{'seconds':>14}",
+        f"{'search (full model + coefficients)':34}{n.get('search', 0):>14}{t.get('search', 0):>14.1f}",
+        f"{'shrink':34}{'':>14}{t.get('shrink', 0):>14.2f}",
+        f"{'slim pretraining':34}{n.get('slim', 0):>14}{t.get('slim', 0):>14.1f}",
+        f"{'slim fine-tuning':34}{ft['steps']:>14}{ft['train_time_s']:>14.1f}",
+        "",
+        f"ticket drawn at step {pre['ticket_step']} ({'early bird fired' if pre['fired'] else 'search limit'})",
+        f"MLM loss / accuracy, last 20 steps: {numbers['mlm_loss_last20']:.3f} / {numbers['mlm_accuracy_last20']:.3f}",
+        f"downstream dev accuracy (pydoc topic groups, 3 classes): {numbers['downstream_accuracy']:.3f}",
+        f"pretraining time {train_time:.1f}s vs {full_time:.1f}s for the full model over the same "
+        f"{pre['steps']} steps (measured step time): {100 * numbers['time_saved_vs_full']:.0f}% saved",
+    ]
+    return lines, numbers
+
+
+def run_demo(output: str = "runs/demo", overwrite: bool = False, pretrain_overrides: list[str] = (),
+             finetune_overrides: list[str] = ()) -> dict:
+    """Run the whole pipeline into `output` and write its report; return the merged summary."""
+    from earlybert import finetune, pretrain
+    from earlybert.report import write_report
 
     out = Path(output)
-
-    def write(tmp: Path) -> None:
-        (tmp / "slim").mkdir()
-        slim.save_pretrained(tmp / "slim")
-        ticket.save(tmp / "ticket.json")
-
-    write_dir_atomically(out, write, overwrite=overwrite)
-    reloaded = AutoModelForMaskedLM.from_pretrained(out / "slim").eval()
-    with torch.no_grad():
-        diff = (reloaded(inputs).logits - masked_logits).abs().max().item()
-    print("\n".join(model_info_lines(reloaded)))
-    print(f"shrink took {shrink_s:.2f}s; slim checkpoint in {out / 'slim'}, ticket in {out / 'ticket.json'}")
-    print(f"max |masked - reloaded slim| logits difference: {diff:.2e}")
-    if diff > 1e-4:
-        raise RuntimeError(f"slim model disagrees with the masked model by {diff}")
-    return {"fired_at": detector.fired_at, "max_abs_diff": diff, "ticket": ticket}
+    check_output_dir(out, overwrite)
+    if out.exists():
+        shutil.rmtree(out)
+    corpus, task = write_demo_data(out.parent / f".{out.name}-data")
+    repo = Path(__file__).resolve().parents[1]
+    pre_cfg = load_config(pretrain.PretrainConfig, repo / "configs/pretrain/demo.yaml",
+                          [f"output_dir={out}", f"data.train_files={corpus}", f"data.cache_dir={out.parent / '.cache'}",
+                           f"train.deepspeed_config={repo / 'configs/deepspeed/cpu.json'}", *pretrain_overrides])
+    pre = pretrain.run(pre_cfg)
+    ft_cfg = load_config(finetune.FinetuneConfig, repo / "configs/finetune/demo.yaml",
+                         [f"model={out / 'model'}", f"data_dir={task}", f"output_dir={out / 'finetune'}",
+                          f"train.deepspeed_config={repo / 'configs/deepspeed/cpu.json'}", *finetune_overrides])
+    ft = finetune.run(ft_cfg)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines, numbers = summary_table(pre, ft, rows)
+    summary = {**pre, "demo": numbers, "eval": ft["eval"]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    report = write_report(out)
+    print("\n".join(lines))
+    print(f"\nreport: {report} (PNGs beside it); fine-tuning run in {out / 'finetune'}")
+    return summary

@@ -109,14 +109,3 @@ def test_unknown_model_type_is_one_line_error(tmp_path, capsys):
     assert "model type 'gpt2' is not supported: use one of bert, roberta, slim_bert, slim_roberta" in err
     assert main(["info", str(tmp_path / "nowhere")]) == 2
     assert "is not a model folder" in capsys.readouterr().err
-
-
-def test_demo_runs_the_core_pipeline(tmp_path):
-    result = run_earlybert("demo", "--output", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "early bird drawn at step" in result.stdout
-    diff = float(result.stdout.strip().splitlines()[-1].rsplit(" ", 1)[1])
-    assert diff <= 1e-5
-    ticket = Ticket.load(tmp_path / "demo" / "ticket.json")
-    assert ticket.metadata["fired"] is True
-    assert (tmp_path / "demo" / "slim" / "model.safetensors").is_file()

@@ -1,0 +1,45 @@
+"""Shared timing helpers: alternate the variants in one process, report medians and ratios."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import torch
+
+
+def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each variant, calling them in turn so drift hits all alike."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    return {"cpu": platform.processor() or platform.machine(), "threads": str(torch.get_num_threads()),
+            "torch": torch.__version__, "date": date.today().isoformat(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"machine": machine(), **data}, indent=1))
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header, *rows]:
+        print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One prepared GPU check (under 5 minutes on one H100/H200): BERT-base MLM, seq 128, bf16, ZeRO-1,
+# full vs slim tokens/s, model FLOP utilisation and peak memory.
+#   bash benchmarks/gpu.sh            (after `make test`'s set-up; needs a CUDA build of torch)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+PEAK=989  # dense bf16 TFLOP/s of an H100 SXM; the H200 has the same compute
+$PY -m benchmarks.gpu_mlm --peak-tflops "$PEAK" "$@"

@@ -1,0 +1,101 @@
+"""Training-step benchmarks on BERT-base-shaped layers (hidden 768, 12 heads, FFN 3072, vocab 30522, seq 128).
+
+1. shrink: slim/full step time against the FLOP ratio (paper ratios and a harsher ticket); goal <= 1.05x.
+2. search: step time with coefficients attached / without; goal <= 1.03.
+3. mlm: our masked-position MLM step vs BertForMaskedLM's full-logit loss, plain PyTorch loop; goal >= 1.5x.
+
+    python benchmarks/step_speed.py [--layers 4 --batch 8 --rounds 10 --out benchmarks/results/step_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+import earlybert  # noqa: F401
+from benchmarks.common import alternate, print_table, write_json
+from earlybert.coefficients import attach_coefficients
+from earlybert.flops import ModelShape, training_flops_per_token
+from earlybert.masks import MaskSpec, random_ticket
+from earlybert.objectives import MaskedLMObjective
+from earlybert.shrink import shrink_model
+
+
+def make_batch(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, vocab, (batch, seq), generator=gen)
+    labels = torch.where(torch.rand(ids.shape, generator=gen) < 0.15, ids, -100)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def step_fn(objective: torch.nn.Module, batch: dict, full_logits: bool = False):
+    """One forward + backward + AdamW step."""
+    opt = torch.optim.AdamW(objective.parameters(), lr=1e-5)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = objective(**batch).loss if full_logits else objective(**batch)[0]
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--out", default="benchmarks/results/step_speed.json")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    config = BertConfig(num_hidden_layers=args.layers, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    batch = make_batch(config.vocab_size, args.batch, args.seq)
+    full = BertForMaskedLM(config)
+    results = {"layers": args.layers, "batch": args.batch, "seq": args.seq}
+
+    # 1. shrink speed against the FLOP limit (MLM head at masked positions, as we train)
+    rows = []
+    for name, spec in (("paper (heads 1/3, ffn 0.4)", MaskSpec(1 / 3, 0.4)),
+                       ("harsh (heads 1/2, ffn 0.6)", MaskSpec(0.5, 0.6))):
+        slim = shrink_model(full, random_ticket(full, spec, seed=0))
+        t = alternate({"full": step_fn(MaskedLMObjective(full), batch),
+                       "slim": step_fn(MaskedLMObjective(slim), batch)}, args.rounds)
+        flop_ratio = (training_flops_per_token(ModelShape.of(slim), args.seq, 0.15)
+                      / training_flops_per_token(ModelShape.of(full), args.seq, 0.15))
+        time_ratio = t["slim"] / t["full"]
+        rows.append([name, f"{t['full']:.3f}", f"{t['slim']:.3f}", f"{time_ratio:.3f}", f"{flop_ratio:.3f}",
+                     f"{time_ratio / flop_ratio:.3f}"])
+        results[f"shrink {name}"] = {"full_s": t["full"], "slim_s": t["slim"], "time_ratio": time_ratio,
+                                     "flop_ratio": flop_ratio, "time_over_flop": time_ratio / flop_ratio}
+    print("\n1. slim vs full training step (goal: time ratio <= 1.05 x FLOP ratio)")
+    print_table(["ticket", "full s", "slim s", "time ratio", "FLOP ratio", "time/FLOP"], rows)
+
+    # 2. search overhead: the same model with and without coefficients
+    searched = BertForMaskedLM(config)
+    searched.load_state_dict(full.state_dict())
+    attach_coefficients(searched)
+    t = alternate({"plain": step_fn(MaskedLMObjective(full), batch),
+                   "coefficients": step_fn(MaskedLMObjective(searched, 1e-4, 1e-4), batch)}, args.rounds)
+    results["search_overhead"] = {"plain_s": t["plain"], "coefficients_s": t["coefficients"],
+                                  "ratio": t["coefficients"] / t["plain"]}
+    print("\n2. search overhead (goal: <= 1.03)")
+    print_table(["plain s", "with coefficients s", "ratio"],
+                [[f"{t['plain']:.3f}", f"{t['coefficients']:.3f}", f"{t['coefficients'] / t['plain']:.3f}"]])
+
+    # 3. masked-position MLM vs Hugging Face's full-logit loss
+    t = alternate({"hf": step_fn(full, batch, full_logits=True), "ours": step_fn(MaskedLMObjective(full), batch)},
+                  args.rounds)
+    speedup = t["hf"] / t["ours"]
+    results["mlm_vs_hf"] = {"hf_s": t["hf"], "ours_s": t["ours"], "throughput_ratio": speedup}
+    print("\n3. MLM training step vs BertForMaskedLM (goal: >= 1.5x throughput)")
+    print_table(["HF s", "ours s", "throughput x"], [[f"{t['hf']:.3f}", f"{t['ours']:.3f}", f"{speedup:.2f}"]])
+    write_json(args.out, results)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
