@@ -273,3 +273,50 @@ def mask_tokens(
         swap = chosen & (action >= 0.8) & (action < 0.9)
         ids[swap] = random_tokens[swap]
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+
+
+class StreamingBlocks:
+    """Packed blocks read in order from a document stream (corpora that do not fit in memory).
+
+    Global sample k is the k-th block of the stream (wrapping around at its end), so every rank
+    reads the stream and keeps its own samples, and a resumed run skips to where it stopped.
+    """
+
+    def __init__(self, documents, tokenizer, seq_len: int):
+        self.documents, self.tokenizer, self.seq_len = documents, tokenizer, seq_len
+        self._restart()
+
+    def _restart(self) -> None:
+        self._blocks = self._generate()
+        self.position = 0  # number of the next block the generator yields
+        self._epoch_start = 0
+
+    def _generate(self):
+        body, cls_id, sep_id = self.seq_len - 2, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        backend = self.tokenizer.backend_tokenizer
+        buffer: list[int] = []
+        for doc in self.documents():
+            buffer.extend(backend.encode(doc, add_special_tokens=False).ids)
+            buffer.append(sep_id)
+            while len(buffer) >= body:
+                yield np.asarray([cls_id, *buffer[:body], sep_id], dtype=np.int32)
+                buffer = buffer[body:]
+
+    def take(self, sample_ids: np.ndarray) -> np.ndarray:
+        """Blocks of increasing global sample numbers (earlier ones than the last taken restart the stream)."""
+        if len(sample_ids) and int(sample_ids[0]) < self.position:
+            self._restart()
+        out = []
+        for k in (int(k) for k in sample_ids):
+            while True:
+                block = next(self._blocks, None)
+                if block is None:  # end of the stream: the next epoch starts from its top
+                    if self.position == self._epoch_start:
+                        raise EarlyBertError("the streamed corpus holds less than one block of text")
+                    self._blocks, self._epoch_start = self._generate(), self.position
+                    continue
+                self.position += 1
+                if self.position - 1 == k:
+                    out.append(block)
+                    break
+        return np.stack(out)

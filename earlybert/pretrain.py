@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sys
@@ -14,14 +15,18 @@ from earlybert.config import config_from_cli, save_yaml, to_dict
 from earlybert.data import (
     BlockSampler,
     DataConfig,
+    StreamingBlocks,
     cached_blocks,
     cached_wordpiece,
+    iter_dataset_documents,
     load_documents,
     load_tokenizer,
     mask_tokens,
 )
 from earlybert.errors import EarlyBertError
 from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+
+STREAM_TOKENIZER_DOCS = 20000  # documents a streamed run trains its WordPiece on
 
 
 @dataclass
@@ -145,7 +150,12 @@ def run(cfg: PretrainConfig) -> dict:
     resume_from = resolve_resume(cfg.resume, run_dir)
     check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     # Everything that can reject the input runs before the process group starts: bad input fails fast.
-    docs = load_documents(cfg.data)
+    if cfg.data.streaming:  # the tokenizer (if trained) sees the stream's first documents only
+        docs = list(itertools.islice(iter_dataset_documents(cfg.data), STREAM_TOKENIZER_DOCS))
+        if not docs:
+            raise EarlyBertError(f"dataset {cfg.data.dataset} streams no text in column {cfg.data.text_column!r}")
+    else:
+        docs = load_documents(cfg.data)
     tokenizer = get_tokenizer(cfg, docs, run_dir)
     model = build_model(cfg, tokenizer)
     deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
@@ -161,21 +171,32 @@ def run(cfg: PretrainConfig) -> dict:
         barrier()
         phases = cfg.resolved_phases()
         t, vocab = cfg.train, len(tokenizer)
-        blocks = {}
+        sources = {}  # seq_len -> (number of blocks or None when streamed, local sample ids -> blocks)
         for phase in phases:
-            if phase.seq_len not in blocks:
-                blocks[phase.seq_len], key, hit = cached_blocks(docs, tokenizer, phase.seq_len, cfg.data.cache_dir)
-                if dist.is_main:
-                    print(f"data: {len(docs)} documents, {len(blocks[phase.seq_len])} blocks of {phase.seq_len} "
-                          f"tokens ({'cache hit' if hit else 'packed and cached'}: {key}); vocabulary {vocab}",
-                          flush=True)
+            if phase.seq_len in sources:
+                continue
+            if cfg.data.streaming:
+                stream = StreamingBlocks(lambda: iter_dataset_documents(cfg.data), tokenizer, phase.seq_len)
+                sources[phase.seq_len] = (None, stream.take)
+                note = f"blocks of {phase.seq_len} tokens streamed from {cfg.data.dataset}"
+            else:
+                packed, key, hit = cached_blocks(docs, tokenizer, phase.seq_len, cfg.data.cache_dir)
+                sources[phase.seq_len] = (len(packed), packed)
+                note = (f"{len(docs)} documents, {len(packed)} blocks of {phase.seq_len} tokens "
+                        f"({'cache hit' if hit else 'packed and cached'}: {key})")
+            if dist.is_main:
+                print(f"data: {note}; vocabulary {vocab}", flush=True)
         # Each phase numbers its samples after the previous phase's, so masking never repeats.
         plan, first_step, first_sample = [], 0, 0
         for phase in phases:
             global_batch = phase.micro_batch_size * t.grad_accum * dist.world_size
-            sampler = BlockSampler(len(blocks[phase.seq_len]), global_batch, cfg.seed)
+            sampler = BlockSampler(sources[phase.seq_len][0] or 1, global_batch, cfg.seed)
             plan.append((first_step, first_step + phase.steps, first_sample, phase, sampler))
             first_step, first_sample = first_step + phase.steps, first_sample + phase.steps * global_batch
+
+        def blocks_of(phase, sampler, local_ids):
+            count, source = sources[phase.seq_len]
+            return source(local_ids) if count is None else source[sampler.block_ids(local_ids)]
 
         def batches(step: int) -> list[dict[str, torch.Tensor]]:
             start_step, _, start_sample, phase, sampler = next(p for p in plan if p[0] <= step < p[1])
@@ -184,8 +205,8 @@ def run(cfg: PretrainConfig) -> dict:
             for micro in range(t.grad_accum):  # rank r takes the r-th slice of each micro-batch round
                 start = (micro * dist.world_size + dist.rank) * phase.micro_batch_size
                 mine = ids[start:start + phase.micro_batch_size]
-                out.append(mask_tokens(blocks[phase.seq_len][sampler.block_ids(mine - start_sample)], mine,
-                                       tokenizer, cfg.data.mlm_probability, cfg.seed, vocab))
+                out.append(mask_tokens(blocks_of(phase, sampler, mine - start_sample), mine, tokenizer,
+                                       cfg.data.mlm_probability, cfg.seed, vocab))
             return out
 
         torch.manual_seed(cfg.seed + dist.rank)

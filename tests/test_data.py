@@ -76,3 +76,18 @@ def test_sampler_is_a_permutation_per_epoch():
     assert not np.array_equal(seen[:10], seen[10:20])
     again = BlockSampler(num_blocks=10, global_batch=4, seed=1)
     assert np.array_equal(again.block_ids(again.sample_ids(3)), sampler.block_ids(sampler.sample_ids(3)))
+
+
+def test_streamed_blocks_match_packed_blocks_and_wrap_and_resume(tokenizer):
+    from earlybert.data import StreamingBlocks
+
+    docs = [f"the sea and the ship number {i} sailed far" for i in range(40)]
+    packed = pack_blocks(docs, tokenizer, 16)
+    n = len(packed)
+    stream = StreamingBlocks(lambda: iter(docs), tokenizer, 16)
+    assert np.array_equal(stream.take(np.arange(0, 4)), packed[:4])
+    assert np.array_equal(stream.take(np.array([5, 7])), packed[[5, 7]])  # skipping forward
+    assert np.array_equal(stream.take(np.array([n, n + 1])), packed[:2])  # the next epoch
+    fresh = StreamingBlocks(lambda: iter(docs), tokenizer, 16)  # a resumed run jumps straight in
+    assert np.array_equal(fresh.take(np.array([n + 3])), packed[[3]])
+    assert np.array_equal(fresh.take(np.array([1])), packed[[1]])  # going back restarts the stream

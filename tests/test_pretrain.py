@@ -160,3 +160,14 @@ def test_logging_backends_write_locally(pydoc_corpus, tmp_path, backend, produce
     assert result.returncode == 0, result.stderr[-3000:]
     assert any((tmp_path / "run" / produced).rglob("*")), list((tmp_path / "run").iterdir())
     assert len(metrics(tmp_path / "run")) == 3
+
+
+def test_streaming_a_datasets_source(tmp_path, pydoc_corpus):
+    docs = [d for d in pydoc_corpus.read_text().split("\n\n") if d.strip()][:200]
+    (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs))
+    result = run_earlybert("pretrain", "--config", TINY, f"output_dir={tmp_path / 'run'}",
+                           f"data.dataset={tmp_path / 'docs.jsonl'}", "data.streaming=true",
+                           f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=4", "search.enabled=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "blocks of 64 tokens streamed from" in result.stdout
+    assert len(metrics(tmp_path / "run")) == 4
