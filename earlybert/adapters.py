@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from transformers import (
     BertForMaskedLM,
+    BertForPreTraining,
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertModel,
@@ -58,7 +59,7 @@ class Adapter:
     ffn_in: str = "intermediate.dense"
     ffn_out: str = "output.dense"
     layers: str = "encoder.layer"
-    mlm_head: str = "cls"  # maps hidden states [..., hidden] to vocabulary logits
+    mlm_head: str = "cls.predictions"  # maps hidden states [..., hidden] to vocabulary logits
     extra: dict = field(default_factory=dict)
 
     def layer_parts(self, model: nn.Module) -> list[LayerParts]:
@@ -71,7 +72,7 @@ class Adapter:
 
     def task_of(self, model: nn.Module) -> str:
         """Which task head the model carries: base, masked_lm, sequence_classification or question_answering."""
-        for task in TASKS:
+        for task in self.hf_classes:
             if isinstance(model, (self.hf_classes[task], self.slim_classes[task])):
                 return task
         raise EarlyBertError(
@@ -100,11 +101,12 @@ register_adapter(
     Adapter(
         family="bert",
         model_types=("bert", "slim_bert"),
-        hf_classes=dict(zip(TASKS, (BertModel, BertForMaskedLM, BertForSequenceClassification,
-                                    BertForQuestionAnswering))),
-        slim_classes=dict(zip(TASKS, (modeling.SlimBertModel, modeling.SlimBertForMaskedLM,
-                                      modeling.SlimBertForSequenceClassification,
-                                      modeling.SlimBertForQuestionAnswering))),
+        hf_classes=dict(zip((*TASKS, "pretraining"), (BertModel, BertForMaskedLM, BertForSequenceClassification,
+                                                       BertForQuestionAnswering, BertForPreTraining))),
+        slim_classes=dict(zip((*TASKS, "pretraining"), (modeling.SlimBertModel, modeling.SlimBertForMaskedLM,
+                                                         modeling.SlimBertForSequenceClassification,
+                                                         modeling.SlimBertForQuestionAnswering,
+                                                         modeling.SlimBertForPreTraining))),
         slim_config=modeling.SlimBertConfig,
     )
 )

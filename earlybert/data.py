@@ -43,6 +43,8 @@ class DataConfig:
     """Tokens per packed block, [CLS] and [SEP] included."""
     mlm_probability: float = 0.15
     """Share of tokens chosen for prediction (80% [MASK], 10% random, 10% unchanged)."""
+    nsp: bool = False
+    """Add next-sentence prediction (BERT's original objective; BERT models only)."""
     cache_dir: str = "~/.cache/earlybert"
     """Where packed blocks are cached, keyed by a fingerprint of data, tokenizer and seq_len."""
 
@@ -246,6 +248,30 @@ class BlockSampler:
     def block_ids(self, sample_ids: np.ndarray) -> np.ndarray:
         """Block index of each global sample number."""
         return np.array([self._perm(int(k) // self.num_blocks)[int(k) % self.num_blocks] for k in sample_ids])
+
+
+def sentence_pairs(blocks: np.ndarray, sample_ids: np.ndarray, tokenizer, seed: int):
+    """Next-sentence pairs [CLS] A [SEP] B [SEP] from blocks, same length as the blocks.
+
+    A is a random-length head of a block's text; B is what follows it (label 0) or, half of the time,
+    the same span of the next sample in the batch (label 1). Decided per sample by (seed, its number).
+    """
+    n, seq_len = blocks.shape
+    body = blocks[:, 1:-1]
+    total = seq_len - 3
+    ids = np.empty_like(blocks)
+    types = np.zeros_like(blocks)
+    labels = np.zeros(n, dtype=np.int64)
+    for row, k in enumerate(sample_ids):
+        rng = np.random.default_rng([seed, int(k), 1])
+        cut = int(rng.integers(max(1, total // 4), max(2, 3 * total // 4)))
+        other = (row + 1) % n
+        random_next = n > 1 and rng.random() < 0.5
+        second = body[other if random_next else row, cut:total]
+        ids[row] = [tokenizer.cls_token_id, *body[row, :cut], tokenizer.sep_token_id, *second, tokenizer.sep_token_id]
+        types[row, cut + 2:] = 1
+        labels[row] = int(random_next)
+    return ids, types, labels
 
 
 def mask_tokens(

@@ -43,7 +43,7 @@ def forward_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: float
         total += 2 * 2 * seq_len * inner  # q @ k^T and probs @ v
         total += 2 * inner * h  # output projection
         total += 2 * 2 * h * width  # two FFN linears
-    if shape.task == "masked_lm":
+    if shape.task in ("masked_lm", "pretraining"):
         total += round(mlm_fraction * (2 * h * h + 2 * h * shape.vocab))
     elif shape.task == "question_answering":
         total += 2 * h * 2

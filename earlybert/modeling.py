@@ -13,6 +13,7 @@ from torch import nn
 from transformers import BertConfig, RobertaConfig
 from transformers.models.bert.modeling_bert import (
     BertForMaskedLM,
+    BertForPreTraining,
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertModel,
@@ -99,6 +100,8 @@ class SlimModelMixin:
             "AutoModelForSequenceClassification": f"{module}.Slim{family}ForSequenceClassification",
             "AutoModelForQuestionAnswering": f"{module}.Slim{family}ForQuestionAnswering",
         }
+        if f"Slim{family}ForPreTraining" in globals():  # MLM + next-sentence heads (BERT only)
+            data["auto_map"]["AutoModelForPreTraining"] = f"{module}.Slim{family}ForPreTraining"
         with open(config_path, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=True)
         return out
@@ -120,6 +123,11 @@ class SlimBertForSequenceClassification(SlimModelMixin, BertForSequenceClassific
 
 
 class SlimBertForQuestionAnswering(SlimModelMixin, BertForQuestionAnswering):
+    config: SlimBertConfig
+    slim_family = "Bert"
+
+
+class SlimBertForPreTraining(SlimModelMixin, BertForPreTraining):
     config: SlimBertConfig
     slim_family = "Bert"
 

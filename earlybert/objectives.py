@@ -60,6 +60,26 @@ class MaskedLMObjective(Objective):
         return summed / denominator + l1, stats
 
 
+class PretrainingObjective(MaskedLMObjective):
+    """BERT's original objective: masked-position MLM plus next-sentence prediction (mean over sequences)."""
+
+    def forward(self, input_ids, attention_mask, labels, next_sentence_label, token_type_ids=None,
+                loss_denominator=None):
+        adapter = get_adapter(self.model)
+        out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        selected = labels != -100
+        logits = self.model.get_submodule(adapter.mlm_head)(out.last_hidden_state[selected])
+        targets = labels[selected]
+        summed = F.cross_entropy(logits.float(), targets, reduction="sum")
+        nsp = F.cross_entropy(self.model.cls.seq_relationship(out.pooler_output).float(), next_sentence_label)
+        denominator = targets.numel() if loss_denominator is None else loss_denominator
+        l1 = self.penalty(summed)
+        with torch.no_grad():
+            correct = (logits.argmax(-1) == targets).sum().float()
+            stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(targets.numel())), l1.detach()])
+        return summed / denominator + nsp + l1, stats
+
+
 class ClassificationObjective(Objective):
     """Cross-entropy (or MSE when the model has one output: regression) summed over examples."""
 

@@ -22,6 +22,7 @@ from earlybert.data import (
     load_documents,
     load_tokenizer,
     mask_tokens,
+    sentence_pairs,
 )
 from earlybert.errors import EarlyBertError
 from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
@@ -103,8 +104,17 @@ def build_model(cfg: PretrainConfig, tokenizer):
     from earlybert.adapters import adapter_for_type
     from earlybert.checkpoint import load_model
 
+    task = "pretraining" if cfg.data.nsp else "masked_lm"
+    family = cfg.model.family
     if cfg.model.init_from:
-        model = load_model(cfg.model.init_from, task="masked_lm")
+        import json
+
+        family = json.loads((Path(cfg.model.init_from) / "config.json").read_text()).get("model_type", "")
+    if task not in adapter_for_type(family).hf_classes:
+        raise EarlyBertError(f"data.nsp=true needs a BERT model (next-sentence prediction), not {family!r}: "
+                             "set data.nsp=false or model.family=bert")
+    if cfg.model.init_from:
+        model = load_model(cfg.model.init_from, task=task)
     else:
         m = cfg.model
         adapter = adapter_for_type(m.family)
@@ -114,7 +124,7 @@ def build_model(cfg: PretrainConfig, tokenizer):
                             max_position_embeddings=m.max_position_embeddings, hidden_dropout_prob=m.hidden_dropout,
                             attention_probs_dropout_prob=m.attention_dropout, pad_token_id=tokenizer.pad_token_id)
         torch.manual_seed(cfg.seed)
-        model = adapter.hf_classes["masked_lm"](config)
+        model = adapter.hf_classes[task](config)
     if len(tokenizer) > model.config.vocab_size:
         raise EarlyBertError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
                              f"{model.config.vocab_size}: use a matching tokenizer or raise model.vocab_size")
@@ -142,7 +152,7 @@ def run(cfg: PretrainConfig) -> dict:
     """Run (or resume) a pretraining job; returns the summary."""
     from earlybert.distributed import barrier, setup_distributed, teardown
     from earlybert.engine import deepspeed_config
-    from earlybert.objectives import MaskedLMObjective
+    from earlybert.objectives import MaskedLMObjective, PretrainingObjective
     from earlybert.run_checkpoint import check_run_dir, resolve_resume
     from earlybert.trainer import Trainer
 
@@ -205,12 +215,19 @@ def run(cfg: PretrainConfig) -> dict:
             for micro in range(t.grad_accum):  # rank r takes the r-th slice of each micro-batch round
                 start = (micro * dist.world_size + dist.rank) * phase.micro_batch_size
                 mine = ids[start:start + phase.micro_batch_size]
-                out.append(mask_tokens(blocks_of(phase, sampler, mine - start_sample), mine, tokenizer,
-                                       cfg.data.mlm_probability, cfg.seed, vocab))
+                blocks = blocks_of(phase, sampler, mine - start_sample)
+                if cfg.data.nsp:
+                    blocks, types, nsp_labels = sentence_pairs(blocks, mine, tokenizer, cfg.seed)
+                batch = mask_tokens(blocks, mine, tokenizer, cfg.data.mlm_probability, cfg.seed, vocab)
+                if cfg.data.nsp:
+                    batch["token_type_ids"] = torch.from_numpy(types)
+                    batch["next_sentence_label"] = torch.from_numpy(nsp_labels)
+                out.append(batch)
             return out
 
         torch.manual_seed(cfg.seed + dist.rank)
-        trainer = Trainer(model=model, objective_cls=MaskedLMObjective, batches=batches, train=cfg.train,
+        objective = PretrainingObjective if cfg.data.nsp else MaskedLMObjective
+        trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=cfg.train,
                           search=cfg.search, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
                           seq_len=phases[0].seq_len, mlm_fraction=cfg.data.mlm_probability,
                           save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),

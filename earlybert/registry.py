@@ -4,6 +4,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForPreTraining,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
 )
@@ -15,6 +16,7 @@ _AUTO = {
     "masked_lm": AutoModelForMaskedLM,
     "sequence_classification": AutoModelForSequenceClassification,
     "question_answering": AutoModelForQuestionAnswering,
+    "pretraining": AutoModelForPreTraining,
 }
 
 
@@ -23,5 +25,5 @@ def register_auto_classes() -> None:
     for adapter in {id(a): a for a in ADAPTERS.values()}.values():
         config_cls = adapter.slim_config
         AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
-        for task, auto in _AUTO.items():
-            auto.register(config_cls, adapter.slim_classes[task], exist_ok=True)
+        for task, cls in adapter.slim_classes.items():
+            _AUTO[task].register(config_cls, cls, exist_ok=True)

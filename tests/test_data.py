@@ -91,3 +91,22 @@ def test_streamed_blocks_match_packed_blocks_and_wrap_and_resume(tokenizer):
     fresh = StreamingBlocks(lambda: iter(docs), tokenizer, 16)  # a resumed run jumps straight in
     assert np.array_equal(fresh.take(np.array([n + 3])), packed[[3]])
     assert np.array_equal(fresh.take(np.array([1])), packed[[1]])  # going back restarts the stream
+
+
+def test_sentence_pairs_for_next_sentence_prediction(tokenizer):
+    from earlybert.data import sentence_pairs
+
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(10, 200, size=(8, 24)).astype(np.int32)
+    blocks[:, 0], blocks[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
+    ids, types, labels = sentence_pairs(blocks, np.arange(8), tokenizer, seed=5)
+    assert ids.shape == blocks.shape and set(labels.tolist()) == {0, 1}
+    for row in range(8):
+        cut = int(np.argmax(types[row])) - 2  # B starts after [CLS] A [SEP]
+        assert ids[row, 0] == tokenizer.cls_token_id and ids[row, cut + 1] == tokenizer.sep_token_id
+        assert ids[row, -1] == tokenizer.sep_token_id and (types[row, cut + 2:] == 1).all()
+        assert (ids[row, 1:cut + 1] == blocks[row, 1:cut + 1]).all()
+        source = row if labels[row] == 0 else (row + 1) % 8
+        assert (ids[row, cut + 2:-1] == blocks[source, 1 + cut:-2]).all()
+    again = sentence_pairs(blocks, np.arange(8), tokenizer, seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (ids, types, labels)))

@@ -33,3 +33,23 @@ def test_objective_adds_the_l1_penalty_while_coefficients_are_attached():
     assert expected_l1 == pytest.approx(0.5 * 8 + 0.25 * 96)
     assert searched.item() == pytest.approx(plain.item() + expected_l1, rel=1e-6)
     assert stats[3].item() == pytest.approx(expected_l1)
+
+
+def test_pretraining_objective_equals_hugging_face_mlm_plus_nsp():
+    from transformers import BertForPreTraining
+
+    from earlybert.objectives import PretrainingObjective
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(tiny_config("bert", vocab_size=300)).eval()
+    inputs = random_inputs(model, batch=4, seq=16)
+    labels = torch.full_like(inputs["input_ids"], -100)
+    labels[:, 2:5] = inputs["input_ids"][:, 2:5]
+    nsp = torch.tensor([0, 1, 1, 0])
+    types = torch.zeros_like(labels)
+    types[:, 8:] = 1
+    with torch.no_grad():
+        reference = model(**inputs, token_type_ids=types, labels=labels, next_sentence_label=nsp).loss
+        loss, _ = PretrainingObjective(model)(**inputs, token_type_ids=types, labels=labels, next_sentence_label=nsp)
+    assert abs(loss.item() - reference.item()) <= 1e-5

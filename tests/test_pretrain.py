@@ -171,3 +171,19 @@ def test_streaming_a_datasets_source(tmp_path, pydoc_corpus):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "blocks of 64 tokens streamed from" in result.stdout
     assert len(metrics(tmp_path / "run")) == 4
+
+
+def test_next_sentence_prediction_run_saves_a_pretraining_model(pydoc_corpus, tmp_path):
+    from transformers import AutoModelForPreTraining
+
+    result = run_earlybert("pretrain", *tiny_args(tmp_path / "run", pydoc_corpus, tmp_path / "cache",
+                                                  "data.nsp=true", "train.max_steps=6", "search.max_search_steps=3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    import earlybert  # noqa: F401
+
+    model = AutoModelForPreTraining.from_pretrained(tmp_path / "run" / "model")
+    assert type(model).__name__ == "SlimBertForPreTraining" and model.config.layer_num_heads == [3, 3]
+    assert type(AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "model")).__name__ == "SlimBertForMaskedLM"
+    bad = run_earlybert("pretrain", *tiny_args(tmp_path / "rob", pydoc_corpus, tmp_path / "cache", "data.nsp=true",
+                                               "model.family=roberta"))
+    assert bad.returncode == 2 and "data.nsp=true needs a BERT model" in bad.stderr
