@@ -32,7 +32,8 @@ def _free_port() -> int:
 
 def setup_distributed() -> DistInfo:
     """Initialise DeepSpeed's process group (gloo on CPU, nccl on GPU); a lone process gets a 1-rank group."""
-    if "RANK" not in os.environ:  # a plain `python` run: DeepSpeed would otherwise look for MPI
+    lone = "RANK" not in os.environ
+    if lone:  # a plain `python` run: DeepSpeed would otherwise look for MPI
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
     if not torch.cuda.is_available():
@@ -41,6 +42,9 @@ def setup_distributed() -> DistInfo:
 
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    if lone:  # don't hand this process's rendezvous to subprocesses it starts (they would reuse the port)
+        for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(key, None)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
