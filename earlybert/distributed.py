@@ -62,8 +62,13 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks (in place), returned for chaining."""
-    torch.distributed.all_reduce(t)
+    """Sum a CPU tensor over ranks (in place), returned for chaining; NCCL reduces a GPU copy."""
+    if torch.distributed.get_backend() == "nccl":
+        on_device = t.cuda()
+        torch.distributed.all_reduce(on_device)
+        t.copy_(on_device.cpu())
+    else:
+        torch.distributed.all_reduce(t)
     return t
 
 

@@ -68,6 +68,9 @@ def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo):
         # A client optimizer avoids JIT-building fused ops on CPU and keeps per-parameter state we can slice.
         optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), eps=train.eps)
         engine, *_ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config)
+    if dist.world_size == 1 and config.get("zero_optimization", {}).get("stage", 0) == 0:
+        # Averaging gradients over one rank changes nothing but costs a flatten/copy of every gradient.
+        engine.enable_backward_allreduce = False
     return engine
 
 

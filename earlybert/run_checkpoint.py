@@ -61,6 +61,16 @@ class RunCheckpointer:
 
     def save(self, engine, step: int, state: dict[str, Any], files: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint of `engine` and `state`; JSON `files` go beside it. Collective: call on every rank."""
+        try:
+            return self._save(engine, step, state, files)
+        except OSError as e:  # disk full, read-only folder...: the previous checkpoint is untouched
+            shutil.rmtree(self.root / f".tmp-step_{step:08d}", ignore_errors=True)
+            previous = latest_checkpoint(self.root.parent)
+            raise EarlyBertError(f"could not write the checkpoint of step {step} in {self.root} ({e.strerror or e}); "
+                                 f"the previous checkpoint {previous or '(none)'} is intact: free space or fix "
+                                 "permissions, then resume=auto") from None
+
+    def _save(self, engine, step: int, state: dict[str, Any], files: dict[str, Any] | None) -> Path:
         tag = f"step_{step:08d}"
         tmp_tag = f".tmp-{tag}"
         if self.dist.is_main:
@@ -95,7 +105,17 @@ class RunCheckpointer:
             return json.load(f)
 
     def load(self, engine, folder: Path) -> None:
-        """Load DeepSpeed state (weights, optimizer) and this rank's RNG state from `folder`."""
+        """Load DeepSpeed state (weights, optimizer) and this rank's RNG state from `folder`.
+
+        DeepSpeed unpickles its files without restrictions, so each is first read with
+        `weights_only=True`: a file holding anything beyond tensors and plain containers is refused.
+        """
+        for path in sorted(folder.glob("*.pt")):
+            try:
+                torch.load(path, weights_only=True, map_location="cpu")
+            except Exception as e:  # an UnpicklingError names the refused global
+                raise EarlyBertError(f"checkpoint file {path} is not plain tensor data ({type(e).__name__}): "
+                                     "refusing to load it; resume only from checkpoints this program wrote") from None
         load_path, _ = engine.load_checkpoint(str(folder.parent), tag=folder.name)
         if load_path is None:
             raise EarlyBertError(f"DeepSpeed could not load the checkpoint {folder}: it is incomplete; remove it")

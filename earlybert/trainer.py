@@ -22,11 +22,12 @@ from earlybert.coefficients import attach_coefficients, detach_coefficients, ffn
 from earlybert.detector import EarlyBirdDetector
 from earlybert.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object
 from earlybert.engine import build_engine, carry_optimizer_state
+from earlybert.errors import EarlyBertError
 from earlybert.flops import accounting
 from earlybert.logger import RunLogger
 from earlybert.masks import MaskSpec
 from earlybert.objectives import Objective
-from earlybert.run_checkpoint import RunCheckpointer
+from earlybert.run_checkpoint import RunCheckpointer, latest_checkpoint
 from earlybert.shrink import prune_plan, shrink_model
 from earlybert.ticket import Ticket
 from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
@@ -139,10 +140,15 @@ class Trainer:
         global_count = all_reduce_sum(torch.tensor([float(sum(map(self.objective_cls.count, micro_batches)))]))
         # DeepSpeed divides by accumulation steps and averages ranks: scale so the result is the global mean.
         denominator = max(global_count.item(), 1.0) / (len(micro_batches) * self.dist.world_size)
-        for batch in micro_batches:
+        for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.engine.device) for k, v in batch.items()}
             loss, stats = self.engine(**batch, loss_denominator=denominator)
+            # Every rank learns of a non-finite loss anywhere, and all stop before the update.
+            if all_reduce_sum(torch.tensor([0.0 if torch.isfinite(loss) else 1.0])).item():
+                self._stop_nonfinite("loss", loss.item())
             self.engine.backward(loss)
+            if i == len(micro_batches) - 1:  # before the optimizer step at the accumulation boundary
+                self._check_gradients()
             self.engine.step()
             totals[:4] += stats.detach().cpu().float()
             totals[4] += batch["input_ids"].numel()
@@ -156,6 +162,23 @@ class Trainer:
         if self.stage == "search":
             metrics["l1"] = totals[3].item() / (len(micro_batches) * self.dist.world_size)
         return metrics
+
+    def _check_gradients(self) -> None:
+        """Stop on a non-finite gradient where gradients sit on the parameters (fp32, ZeRO 0).
+
+        fp16 runs skip such steps in DeepSpeed's loss scaler instead.
+        """
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            if not torch.isfinite(norm):
+                self._stop_nonfinite("gradient norm", norm.item())
+
+    def _stop_nonfinite(self, what: str, value: float) -> None:
+        last = latest_checkpoint(self.run_dir)
+        raise EarlyBertError(f"non-finite {what} ({value}) at step {self.step + 1}: stopping before the update; "
+                             f"the last good checkpoint is {last or '(none yet)'} - lower train.lr or check the data, "
+                             "then resume=auto")
 
     def _flops_per_token(self, seq_len: int) -> int:
         if seq_len not in self._flops_cache:  # cleared at the shrink

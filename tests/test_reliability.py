@@ -1,0 +1,91 @@
+"""Crash safety: non-finite losses, refused pickles, failed checkpoint writes, interrupted saves."""
+
+import errno
+import json
+import pickle
+
+import pytest
+import torch
+
+from earlybert import run_checkpoint
+from earlybert.config import load_config
+from earlybert.errors import EarlyBertError
+from earlybert.objectives import MaskedLMObjective
+from earlybert.pretrain import PretrainConfig, run
+from earlybert.run_checkpoint import latest_checkpoint
+from tests.conftest import REPO
+
+
+def tiny_config(tmp_path, corpus, *extra):
+    return load_config(PretrainConfig, REPO / "configs/pretrain/tiny.yaml",
+                       [f"output_dir={tmp_path / 'run'}", f"data.train_files={corpus}",
+                        f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=6", "checkpoint.every=2",
+                        "log.progress_bar=false",
+                        f"train.deepspeed_config={REPO / 'configs/deepspeed/cpu.json'}", *extra])
+
+
+def test_non_finite_loss_stops_before_the_update_and_keeps_good_checkpoints(tmp_path, pydoc_corpus, monkeypatch):
+    calls = {"n": 0}
+    real_forward = MaskedLMObjective.forward
+
+    def forward(self, *args, **kwargs):
+        loss, stats = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan"), stats) if calls["n"] == 5 else (loss, stats)
+
+    monkeypatch.setattr(MaskedLMObjective, "forward", forward)
+    with pytest.raises(EarlyBertError, match=r"non-finite loss \(nan\) at step 5: stopping before the update"):
+        run(tiny_config(tmp_path, pydoc_corpus))
+    last = latest_checkpoint(tmp_path / "run")
+    assert last.name == "step_00000004"
+    state = torch.load(last / "mp_rank_00_model_states.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["module"].values() if torch.is_tensor(v))
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_failed_checkpoint_write_reports_the_cause_and_keeps_the_previous(tmp_path, pydoc_corpus, monkeypatch):
+    saves = {"n": 0}
+    real_save = torch.save
+
+    def failing_save(obj, path, *args, **kwargs):
+        if str(path).endswith(".pt") and "rng_rank" in str(path):
+            saves["n"] += 1
+            if saves["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(run_checkpoint.torch, "save", failing_save)
+    with pytest.raises(EarlyBertError) as err:
+        run(tiny_config(tmp_path, pydoc_corpus, "search.enabled=false"))
+    message = str(err.value)
+    assert "could not write the checkpoint of step 4" in message and "No space left on device" in message
+    assert "step_00000002 is intact" in message
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000002"]  # no partial folder left
+
+
+def test_interrupted_save_is_ignored_with_a_warning(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "step_00000002").mkdir(parents=True)
+    (root / "step_00000002" / "trainer_state.json").write_text(json.dumps({"step": 2}))
+    (root / ".tmp-step_00000004").mkdir()  # a save killed half-way
+    (root / "latest").write_text("step_00000002")
+    with pytest.warns(UserWarning, match="ignoring the partial checkpoint"):
+        assert latest_checkpoint(tmp_path) == root / "step_00000002"
+    (root / "latest").write_text("step_00000004")  # pointer to a folder that never completed
+    with pytest.warns(UserWarning):
+        assert latest_checkpoint(tmp_path) == root / "step_00000002"
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this would run arbitrary code",))
+
+
+def test_a_checkpoint_with_a_pickled_payload_is_refused(tmp_path, pydoc_corpus):
+    run(tiny_config(tmp_path, pydoc_corpus, "search.enabled=false", "train.max_steps=2"))
+    folder = latest_checkpoint(tmp_path / "run")
+    with open(folder / "mp_rank_00_model_states.pt", "wb") as f:
+        pickle.dump({"module": Payload()}, f)
+    with pytest.raises(EarlyBertError, match="is not plain tensor data .*refusing to load it"):
+        run(tiny_config(tmp_path, pydoc_corpus, "search.enabled=false", "train.max_steps=4", "resume=auto"))
