@@ -27,9 +27,19 @@ def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, str]:
     """What the numbers were measured on."""
-    return {"cpu": platform.processor() or platform.machine(), "threads": str(torch.get_num_threads()),
+    return {"cpu": _cpu_name(), "threads": str(torch.get_num_threads()),
             "torch": torch.__version__, "date": date.today().isoformat(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
 
