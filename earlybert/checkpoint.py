@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig
 
@@ -39,7 +40,11 @@ def load_model(path: str | os.PathLike, task: str | None = None, **kwargs) -> nn
         if cls is None:
             supported = ", ".join(c.__name__ for c in adapter.hf_classes.values())
             raise EarlyBertError(f"architecture {arch!r} in {path} is not supported: use one of {supported}")
-    return cls.from_pretrained(path, **kwargs)
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # corrupt or truncated weights, bad shapes
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise EarlyBertError(f"the weights in {path} cannot be loaded ({reason}): re-save the model folder") from None
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:

@@ -86,11 +86,13 @@ def load_task_data(cfg: FinetuneConfig, tokenizer):
 
     if cfg.task in ("squad", "squad_v2"):
         v2 = cfg.task == "squad_v2"
-        if not cfg.data_dir:
-            raise EarlyBertError("SQuAD from the Hub is not wired yet: set data_dir to a folder with the JSON files")
-        version = "v2.0" if v2 else "v1.1"
-        train = squad.read_squad(Path(cfg.data_dir) / f"train-{version}.json")
-        dev = squad.read_squad(Path(cfg.data_dir) / f"dev-{version}.json")
+        if cfg.data_dir:
+            version = "v2.0" if v2 else "v1.1"
+            train = squad.read_squad(Path(cfg.data_dir) / f"train-{version}.json")
+            dev = squad.read_squad(Path(cfg.data_dir) / f"dev-{version}.json")
+        else:
+            name = "rajpurkar/squad_v2" if v2 else "rajpurkar/squad"
+            train, dev = squad.load_hub_squad(name, "train"), squad.load_hub_squad(name, "validation")
         return "squad", (train, dev), squad.train_features(tokenizer, train, cfg.max_seq_len, cfg.doc_stride)
     if cfg.task == "custom":
         task = glue.custom_task(cfg.text_columns, cfg.label_column, cfg.data_dir, cfg.num_labels, cfg.regression)

@@ -50,6 +50,20 @@ def read_squad(path: str | Path) -> list[QAExample]:
     return out
 
 
+def load_hub_squad(name: str, split: str) -> list[QAExample]:
+    """A SQuAD split from the Hub (`rajpurkar/squad` or `rajpurkar/squad_v2`)."""
+    from datasets import load_dataset
+
+    out = []
+    for row in load_dataset(name, split=split):
+        texts, starts = row["answers"]["text"], row["answers"]["answer_start"]
+        out.append(QAExample(row["id"], row["question"], row["context"], list(texts),
+                             starts[0] if texts else None))
+    if not out:
+        raise EarlyBertError(f"{name} split {split} holds no questions")
+    return out
+
+
 def gold_answers(examples: list[QAExample]) -> dict[str, list[str]]:
     """Question id -> gold answers ([""] for unanswerable ones)."""
     return {e.qid: (e.answers or [""]) for e in examples}

@@ -1,0 +1,148 @@
+"""The bad-input matrix over the CLI: each case exits 2 with one line on stderr naming the problem and
+the fix, no traceback, and nothing created or overwritten."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from earlybert.cli import main
+from earlybert.ticket import Ticket
+from tests.conftest import REPO, tiny_model
+from tests.task_fixtures import make_glue_task, make_squad, make_tiny_bert
+
+TINY = str(REPO / "configs/pretrain/tiny.yaml")
+GLUE = str(REPO / "configs/finetune/glue.yaml")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, pydoc_corpus, minilm_path):
+    root = tmp_path_factory.mktemp("bad")
+    e = {"root": root, "corpus": pydoc_corpus, "minilm": minilm_path, "out": root / "out"}
+    e["bert"] = make_tiny_bert(root / "bert")
+    tiny_model("bert").save_pretrained(root / "mlm")
+    e["mlm"] = root / "mlm"
+    (root / "bad.yaml").write_text("train: [unclosed\n")
+    (root / "list.yaml").write_text("- a\n")
+    (root / "empty.txt").write_text("\n\n")
+    (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
+    (root / "ds.json").write_text("{not json")
+    (root / "zero3.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    finished = root / "finished"
+    finished.mkdir()
+    (finished / "summary.json").write_text("{}")
+    (root / "norun").mkdir()
+    good = Ticket("bert", heads=[[1, 1, 0, 1]] * 2, ffn=[[1] * 40 + [0] * 8] * 2)
+    good.save(root / "good.json")
+    for name, change in {"v9": {"format": "earlybert-ticket/9"}, "shape": {"heads": [[1] * 12] * 2},
+                         "allpruned": {"heads": [[0, 0, 0, 0], [1, 1, 1, 1]]}}.items():
+        (root / f"{name}.json").write_text(json.dumps({**good.to_dict(), **change}))
+    (root / "notjson.json").write_text("{")
+    corrupt = root / "corrupt"
+    tiny_model("bert").save_pretrained(corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+    gpt = root / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2Model"]}))
+    full = root / "full-out"
+    full.mkdir()
+    (full / "keep.txt").write_text("precious")
+    e.update(finished=finished, full=full)
+    sst2 = make_glue_task("sst2", root / "sst2")
+    e["sst2"] = sst2
+    out_of_range = make_glue_task("sst2", root / "sst2-range")
+    lines = (out_of_range / "dev.tsv").read_text().splitlines()
+    lines[2] = lines[2].rsplit("\t", 1)[0] + "\t9"
+    (out_of_range / "dev.tsv").write_text("\n".join(lines) + "\n")
+    no_label = make_glue_task("sst2", root / "sst2-nolabel")
+    (no_label / "train.tsv").write_text((no_label / "train.tsv").read_text().replace("\tlabel", "\tgold", 1))
+    empty = make_glue_task("sst2", root / "sst2-empty")
+    (empty / "train.tsv").write_text("sentence\tlabel\n")
+    squad = make_squad(root / "squad")
+    data = json.loads((squad / "train-v1.1.json").read_text())
+    data["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] += 2
+    (squad / "train-v1.1.json").write_text(json.dumps(data))
+    (root / "preds.tsv").write_text("index\tprediction\n0\t1\n")
+    e.update(range=out_of_range, nolabel=no_label, emptytask=empty, squad=squad)
+    return e
+
+
+def pre(*extra):
+    return ["pretrain", "--config", TINY, "output_dir={out}", "data.train_files={corpus}",
+            "data.cache_dir={root}/cache", *extra]
+
+
+def ft(*extra, task="sst2", data="{sst2}", kind="glue"):
+    return ["finetune", kind, "--config", GLUE, f"task={task}", "model={bert}", f"data_dir={data}",
+            "output_dir={out}", *extra]
+
+
+def shrink(model="{mlm}", ticket="{root}/good.json", output="{out}"):
+    return ["shrink", "--model", model, "--ticket", ticket, "--output", output]
+
+
+CASES = {
+    "malformed YAML": (["pretrain", "--config", "{root}/bad.yaml", "output_dir={out}"], "is not valid YAML at line"),
+    "YAML not a mapping": (["pretrain", "--config", "{root}/list.yaml"], "must hold a mapping of keys"),
+    "missing config file": (["pretrain", "--config", "{root}/none.yaml"], "config file {root}/none.yaml does not"),
+    "wrong type": (pre("train.max_steps=many"), "config key train.max_steps expects int, got 'many'"),
+    "unknown key": (pre("train.lr_max=1"), "unknown config key train.lr_max: known keys here are"),
+    "unknown flag": (pre("--steps"), "unknown flag --steps: settings are key=value"),
+    "unknown choice": (pre("train.schedule=cosine"), "train.schedule='cosine' is unknown: use linear"),
+    "ratio out of range (config)": (pre("search.heads_ratio=1.5"), "heads_ratio=1.5 is outside [0, 1)"),
+    "ratio out of range (draw)": (["draw", "{root}", "--heads-ratio", "1.0", "--ffn-ratio", "0.4", "--output",
+                                   "{out}"], "heads_ratio=1.0 is outside [0, 1)"),
+    "missing corpus": (["pretrain", "--config", TINY, "output_dir={out}", "data.train_files={root}/none.txt"],
+                       "corpus file {root}/none.txt does not exist"),
+    "empty corpus": (["pretrain", "--config", TINY, "output_dir={out}", "data.train_files={root}/empty.txt"],
+                     "holds no text: give files with documents"),
+    "non-UTF-8 corpus": (["pretrain", "--config", TINY, "output_dir={out}", "data.train_files={root}/latin1.txt"],
+                         "is not UTF-8 text: convert it to UTF-8"),
+    "no corpus": (["pretrain", "--config", TINY, "output_dir={out}"], "no corpus given: set data.train_files"),
+    "sequence longer than positions": (pre("data.seq_len=512"), "sequence length 512 exceeds the model's 128"),
+    "tokenizer larger than vocabulary": (pre("data.tokenizer={minilm}"),
+                                         "the tokenizer has 30522 tokens but the model's vocabulary is 1000"),
+    "finished run in output_dir": (["pretrain", "--config", TINY, "output_dir={finished}",
+                                    "data.train_files={corpus}"], "holds a finished run: pass overwrite=true"),
+    "resume without checkpoint": (pre("resume={root}/norun"), "resume={root}/norun holds no checkpoint"),
+    "missing DeepSpeed JSON": (pre("train.deepspeed_config={root}/none.json"), "DeepSpeed config {root}/none.json"),
+    "invalid DeepSpeed JSON": (pre("train.deepspeed_config={root}/ds.json"), "is not valid JSON"),
+    "ZeRO-3 for a search": (pre("train.deepspeed_config={root}/zero3.json"), "uses ZeRO stage 3"),
+    "phases disagree with max_steps": (pre("phases=[{{steps: 5, seq_len: 32}}]"), "phases add up to 5 steps"),
+    "ticket format version": (shrink(ticket="{root}/v9.json"), "has format 'earlybert-ticket/9'"),
+    "ticket shape mismatch": (shrink(ticket="{root}/shape.json"), "do not match the model"),
+    "ticket prunes a whole layer": (shrink(ticket="{root}/allpruned.json"), "layer 0 prunes every head"),
+    "ticket not JSON": (shrink(ticket="{root}/notjson.json"), "is not valid JSON"),
+    "missing ticket": (shrink(ticket="{root}/none.json"), "ticket file {root}/none.json does not exist"),
+    "corrupted safetensors": (shrink(model="{root}/corrupt"), "cannot be loaded"),
+    "unsupported model type": (shrink(model="{root}/gpt"), "model type 'gpt2' is not supported: use one of bert"),
+    "not a model folder": (["info", "{root}/norun"], "is not a model folder (no config.json)"),
+    "output folder not empty": (shrink(output="{full}"), "exists and is not empty: choose a new folder or pass"),
+    "unknown task": (ft(task="sst5"), "unknown task 'sst5': use one of cola, sst2"),
+    "unknown mode": (ft("mode=prune"), "mode='prune' is unknown: use one of full"),
+    "label out of range": (ft(data="{range}"), "label '9' is out of range for task sst2"),
+    "missing label column": (ft(data="{nolabel}"), "has no label column 'label'"),
+    "empty dataset": (ft(data="{emptytask}"), "train.tsv holds no examples"),
+    "SQuAD answer_start mismatch": (ft(task="squad", data="{squad}", kind="squad"), "has answer_start"),
+    "SQuAD task on the GLUE command": (ft(task="squad"), "belongs to `earlybert finetune squad`"),
+    "prediction missing for an example": (["evaluate", "glue", "--task", "sst2", "--data", "{sst2}",
+                                           "--predictions", "{root}/preds.tsv"], "has no prediction for index 1"),
+    "report on a non-run folder": (["report", "{root}/norun"], "is not a finished run folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(case, env, capsys):
+    argv, message = CASES[case]
+    fmt = {k: str(v) for k, v in env.items()}
+    before = {p: p.read_bytes() for folder in (env["finished"], env["full"]) for p in folder.iterdir()}
+    capsys.readouterr()
+    code = main([a.format(**fmt) for a in argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("earlybert ") and ": error: " in lines[0]
+    assert message.format(**fmt) in lines[0], lines[0]
+    assert not Path(fmt["out"]).exists()
+    assert {p: p.read_bytes() for folder in (env["finished"], env["full"]) for p in folder.iterdir()} == before
