@@ -84,7 +84,9 @@ class Trainer:
         searching = self.stage == "search"
         objective = self.objective_cls(model, self.search.lambda_heads if searching else 0.0,
                                        self.search.lambda_ffn if searching else 0.0)
-        return build_engine(objective, self.train, self.dist)
+        engine = build_engine(objective, self.train, self.dist)
+        engine.train()  # from_pretrained leaves models in eval mode: dropout must be on while training
+        return engine
 
     def _resume(self, model: torch.nn.Module, folder: Path) -> None:
         state = self.checkpointer.read_state(folder)

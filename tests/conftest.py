@@ -88,3 +88,26 @@ def run_earlybert(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | 
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "earlybert", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def kill_at_step(args: list[str], run_dir: Path, step: int) -> None:
+    """Start `earlybert ARGS` and SIGKILL it once its metrics.jsonl has logged `step`."""
+    import json
+    import signal
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "earlybert", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        except (FileNotFoundError, json.JSONDecodeError):
+            rows = []
+        if rows and rows[-1]["step"] >= step:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"run ended on its own: {proc.stderr.read()[-2000:]}"

@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from earlybert.ticket import Ticket
-from tests.conftest import REPO, run_earlybert
+from tests.conftest import REPO, kill_at_step, run_earlybert
 
 TINY = str(REPO / "configs/pretrain/tiny.yaml")
 
@@ -82,33 +80,18 @@ def test_draw_makes_other_tickets_from_the_saved_search(baseline, tmp_path):
     assert (same.heads, same.ffn) == (drawn.heads, drawn.ffn)
 
 
-def kill_at_step(args: list[str], run_dir: Path, step: int) -> None:
-    """Start a run and SIGKILL it once it has logged `step`."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "earlybert", "pretrain", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline:
-        try:
-            rows = metrics(run_dir)
-        except (FileNotFoundError, json.JSONDecodeError):
-            rows = []
-        if rows and rows[-1]["step"] >= step:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"run ended on its own: {proc.stderr.read()[-2000:]}"
-
-
-@pytest.mark.parametrize("kill_step, stage", [(13, "search"), (45, "slim")])
-def test_sigkill_then_resume_auto_ends_with_identical_weights(baseline, pydoc_corpus, tmp_path, kill_step, stage):
+@pytest.mark.parametrize("when", ["search", "right after the shrink", "slim"])
+def test_sigkill_then_resume_auto_ends_with_identical_weights(baseline, pydoc_corpus, tmp_path, when):
+    drawn = json.loads((baseline / "summary.json").read_text())["ticket_step"]
+    kill_step = {"search": 13, "right after the shrink": drawn + 1, "slim": 45}[when]
     run_dir = tmp_path / "run"
     args = tiny_args(run_dir, pydoc_corpus, baseline.parent / "cache")
-    kill_at_step(args, run_dir, kill_step)
+    kill_at_step(["pretrain", *args], run_dir, kill_step)
     latest = (run_dir / "checkpoints" / "latest").read_text()
     state = json.loads((run_dir / "checkpoints" / latest / "trainer_state.json").read_text())
-    assert state["stage"] == stage and state["step"] < kill_step
+    assert state["stage"] == ("search" if when == "search" else "slim") and state["step"] < kill_step
+    if when == "right after the shrink":
+        assert state["step"] == drawn  # the checkpoint written right after the shrink
     result = run_earlybert("pretrain", *args, "resume=auto")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"training from step {state['step']}" in result.stdout
