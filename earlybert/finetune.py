@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from earlybert.config import config_from_cli, save_yaml, to_dict
+from earlybert.config import config_from_cli, to_dict
 from earlybert.errors import EarlyBertError
 from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
@@ -111,7 +110,7 @@ def run(cfg: FinetuneConfig) -> dict:
     from earlybert.evaluation import evaluate_run
     from earlybert.masks import MaskSpec, random_ticket
     from earlybert.objectives import ClassificationObjective, QuestionAnsweringObjective
-    from earlybert.run_checkpoint import check_run_dir, resolve_resume
+    from earlybert.run_checkpoint import check_run_dir, resolve_resume, start_run_dir
     from earlybert.trainer import Trainer
 
     run_dir = Path(cfg.output_dir)
@@ -138,11 +137,7 @@ def run(cfg: FinetuneConfig) -> dict:
     deepspeed_config(t, world)
     dist = setup_distributed()
     try:
-        if dist.is_main:
-            if cfg.overwrite and resume_from is None and run_dir.exists():
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(cfg, run_dir / "config.yaml")
+        start_run_dir(run_dir, cfg, cfg.overwrite, resume_from, dist.is_main)
         if cfg.mode == "random" and resume_from is None:
             spec = MaskSpec(search.heads_ratio, search.ffn_ratio, search.ffn_scope, search.min_heads_per_layer,
                             search.ffn_round_to)

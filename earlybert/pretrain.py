@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from earlybert.config import config_from_cli, save_yaml, to_dict
+from earlybert.config import config_from_cli, to_dict
 from earlybert.data import (
     BlockSampler,
     DataConfig,
@@ -153,7 +152,7 @@ def run(cfg: PretrainConfig) -> dict:
     from earlybert.distributed import barrier, setup_distributed, teardown
     from earlybert.engine import deepspeed_config
     from earlybert.objectives import MaskedLMObjective, PretrainingObjective
-    from earlybert.run_checkpoint import check_run_dir, resolve_resume
+    from earlybert.run_checkpoint import check_run_dir, resolve_resume, start_run_dir
     from earlybert.trainer import Trainer
 
     run_dir = Path(cfg.output_dir)
@@ -171,11 +170,8 @@ def run(cfg: PretrainConfig) -> dict:
     deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
     dist = setup_distributed()
     try:
+        start_run_dir(run_dir, cfg, cfg.overwrite, resume_from, dist.is_main)
         if dist.is_main:
-            if cfg.overwrite and resume_from is None and run_dir.exists():
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(cfg, run_dir / "config.yaml")
             if not (run_dir / "tokenizer" / "tokenizer.json").is_file():
                 tokenizer.save_pretrained(str(run_dir / "tokenizer"))
         barrier()

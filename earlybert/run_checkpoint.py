@@ -167,3 +167,14 @@ def check_run_dir(run_dir: Path, resume: str, overwrite: bool) -> None:
     hint = "" if finished else "resume=auto to continue it or "
     raise EarlyBertError(f"output_dir {run_dir} holds {what}: pass {hint}overwrite=true to start over, "
                          "or choose another output_dir")
+
+
+def start_run_dir(run_dir: Path, cfg: Any, overwrite: bool, resume_from: Path | None, is_main: bool) -> None:
+    """On the main rank: clear the folder when starting over, create it, record the resolved config."""
+    from earlybert.config import save_yaml
+
+    if is_main:
+        if overwrite and resume_from is None and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, run_dir / "config.yaml")
