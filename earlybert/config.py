@@ -62,7 +62,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except EarlyBertError:
                 continue
-        raise EarlyBertError(f"config key {key} expects {_type_name(tp)}, got {value!r}")
+        raise EarlyBertError(f"config key {key} expects {_type_name(tp)}, got {value!r}: give a value of that type")
     if origin is list:
         (item,) = typing.get_args(tp) or (Any,)
         if not isinstance(value, list):
@@ -95,7 +95,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return str(value)
     elif isinstance(value, tp):
         return value
-    raise EarlyBertError(f"config key {key} expects {_type_name(tp)}, got {value!r}")
+    raise EarlyBertError(f"config key {key} expects {_type_name(tp)}, got {value!r}: give a value of that type")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:

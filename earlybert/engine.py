@@ -24,7 +24,7 @@ def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise EarlyBertError(f"DeepSpeed config {path} is not valid JSON ({e})") from None
+        raise EarlyBertError(f"DeepSpeed config {path} is not valid JSON ({e}): fix its syntax") from None
     ours = {
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": train.grad_accum,

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "squad" and cfg.task not in ("squad", "squad_v2"):
             raise EarlyBertError(f"task={cfg.task!r} is not a SQuAD task: use task=squad or task=squad_v2")
         if kind == "glue" and cfg.task in ("squad", "squad_v2"):
-            raise EarlyBertError(f"task={cfg.task} belongs to `earlybert finetune squad`")
+            raise EarlyBertError(f"task={cfg.task} belongs to `earlybert finetune squad`: run that command instead")
         summary = run(cfg)
     except EarlyBertError as e:
         print(f"earlybert finetune: error: {e}", file=sys.stderr)
