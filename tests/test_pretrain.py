@@ -170,3 +170,31 @@ def test_next_sentence_prediction_run_saves_a_pretraining_model(pydoc_corpus, tm
     bad = run_earlybert("pretrain", *tiny_args(tmp_path / "rob", pydoc_corpus, tmp_path / "cache", "data.nsp=true",
                                                "model.family=roberta"))
     assert bad.returncode == 2 and "data.nsp=true needs a BERT model" in bad.stderr
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(baseline, pydoc_corpus, tmp_path):
+    """Kill the run the moment a checkpoint's temporary folder appears; resume ignores it with a warning."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    args = tiny_args(run_dir, pydoc_corpus, baseline.parent / "cache", "checkpoint.every=1")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "earlybert", "pretrain", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, partial = time.time() + 300, []
+    while proc.poll() is None and time.time() < deadline:
+        partial = list((run_dir / "checkpoints").glob(".tmp-step_*")) if (run_dir / "checkpoints").is_dir() else []
+        if partial and any((run_dir / "checkpoints").glob("step_*")):  # mid-write, with an earlier one done
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and partial
+    assert list((run_dir / "checkpoints").glob(".tmp-step_*"))  # the half-written folder is still there
+    result = run_earlybert("pretrain", *args, "resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ignoring the partial checkpoint" in result.stderr
+    expected = load_file(baseline / "model" / "model.safetensors")
+    got = load_file(run_dir / "model" / "model.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
