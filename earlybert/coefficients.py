@@ -72,8 +72,13 @@ def detach_coefficients(model: nn.Module) -> dict[str, list[torch.Tensor]]:
     }
     for parts in get_adapter(model).layer_parts(model):
         for module, name in ((parts.attention, HEAD_COEF), (parts.intermediate, FFN_COEF)):
-            getattr(module, _HOOK_ATTR).remove()
-            delattr(module, _HOOK_ATTR)
+            # Remove our hooks from this module's own table: a stored handle would point at the
+            # original's table after a deepcopy.
+            for key, hook in list(module._forward_hooks.items()):
+                if hook in (_scale_heads, _scale_ffn):
+                    del module._forward_hooks[key]
+            if hasattr(module, _HOOK_ATTR):
+                delattr(module, _HOOK_ATTR)
             delattr(module, name)
     return values
 

@@ -101,3 +101,17 @@ def test_coefficients_are_trained_by_an_optimizer():
     (out.loss + l1_penalty(model)).backward()
     opt.step()
     assert any((c != 1.0).any() for c in head_coefficients(model) + ffn_coefficients(model))
+
+
+def test_detach_on_a_deep_copy_leaves_the_original_searching():
+    import copy
+
+    model = tiny_model("bert")
+    inputs = random_inputs(model)
+    attach_coefficients(model)
+    set_coefficients(model, [torch.full((4,), 0.5)] * 2, [torch.ones(48)] * 2)
+    scaled = outputs_of(model, inputs)
+    plain = copy.deepcopy(model)
+    detach_coefficients(plain)
+    assert torch.equal(outputs_of(model, inputs), scaled)  # the original keeps its hooks
+    assert torch.equal(outputs_of(plain, inputs), outputs_of(tiny_model("bert"), inputs))
