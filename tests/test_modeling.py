@@ -18,9 +18,10 @@ REMOTE_LOAD = textwrap.dedent(
     sys.modules["earlybert"] = None  # earlybert must not be importable here
     try:
         import earlybert  # noqa
-        raise SystemExit("earlybert was importable")
     except ImportError:
-        pass
+        importable = False
+    else:
+        raise SystemExit("earlybert was importable")
     import torch, transformers
     cases = json.load(open(sys.argv[1]))
     diffs = {}
