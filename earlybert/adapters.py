@@ -6,7 +6,7 @@ Hugging Face and slim classes per task, and the attribute paths below if they di
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 from transformers import (
@@ -60,7 +60,6 @@ class Adapter:
     ffn_out: str = "output.dense"
     layers: str = "encoder.layer"
     mlm_head: str = "cls.predictions"  # maps hidden states [..., hidden] to vocabulary logits
-    extra: dict = field(default_factory=dict)
 
     def layer_parts(self, model: nn.Module) -> list[LayerParts]:
         """The slimmable modules of every encoder layer of `model`."""
