@@ -14,13 +14,13 @@ from transformers import BertConfig, BertForMaskedLM
 import earlybert  # noqa: F401
 from benchmarks.common import print_table, write_json
 from benchmarks.step_speed import make_batch
-from earlybert.distributed import setup_distributed
-from earlybert.engine import build_engine
-from earlybert.flops import ModelShape, training_flops_per_token
-from earlybert.masks import MaskSpec, random_ticket
-from earlybert.objectives import MaskedLMObjective
-from earlybert.shrink import shrink_model
-from earlybert.trainer_config import TrainConfig
+from earlybert.models.flops import ModelShape, training_flops_per_token
+from earlybert.ticket.masks import MaskSpec, random_ticket
+from earlybert.ticket.shrink import shrink_model
+from earlybert.train.distributed import setup_distributed
+from earlybert.train.engine import build_engine
+from earlybert.train.objectives import MaskedLMObjective
+from earlybert.train.trainer_config import TrainConfig
 
 
 def measure(model, batch, train: TrainConfig, dist, steps: int) -> dict[str, float]:

@@ -14,9 +14,9 @@ from transformers import BertConfig, BertForMaskedLM
 import earlybert  # noqa: F401
 from benchmarks.common import print_table
 from benchmarks.step_speed import make_batch
-from earlybert.masks import MaskSpec, random_ticket
-from earlybert.objectives import MaskedLMObjective
-from earlybert.shrink import shrink_model
+from earlybert.ticket.masks import MaskSpec, random_ticket
+from earlybert.ticket.shrink import shrink_model
+from earlybert.train.objectives import MaskedLMObjective
 
 
 def main() -> None:

@@ -16,11 +16,11 @@ from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
 from benchmarks.common import alternate, print_table, write_json
-from earlybert.coefficients import attach_coefficients
-from earlybert.flops import ModelShape, training_flops_per_token
-from earlybert.masks import MaskSpec, random_ticket
-from earlybert.objectives import MaskedLMObjective
-from earlybert.shrink import shrink_model
+from earlybert.models.flops import ModelShape, training_flops_per_token
+from earlybert.ticket.coefficients import attach_coefficients
+from earlybert.ticket.masks import MaskSpec, random_ticket
+from earlybert.ticket.shrink import shrink_model
+from earlybert.train.objectives import MaskedLMObjective
 
 
 def make_batch(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -18,10 +18,10 @@ from transformers import BertConfig, BertForMaskedLM
 import earlybert  # noqa: F401
 from benchmarks.common import print_table, write_json
 from benchmarks.step_speed import make_batch
-from earlybert.distributed import setup_distributed
-from earlybert.objectives import MaskedLMObjective
-from earlybert.trainer import Trainer
-from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+from earlybert.train.distributed import setup_distributed
+from earlybert.train.objectives import MaskedLMObjective
+from earlybert.train.trainer import Trainer
+from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Importing the package registers the slim model classes with the transformers Aut
 `AutoModelForMaskedLM.from_pretrained(slim_folder)` works after `import earlybert`.
 """
 
-from earlybert.registry import register_auto_classes
+from earlybert.models.registry import register_auto_classes
 
 register_auto_classes()
 

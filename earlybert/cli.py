@@ -10,9 +10,9 @@ from earlybert.errors import EarlyBertError
 
 
 def _shrink(args: argparse.Namespace) -> None:
-    from earlybert.checkpoint import check_output_dir, copy_tokenizer_files, load_model, write_dir_atomically
-    from earlybert.shrink import shrink_model
-    from earlybert.ticket import Ticket
+    from earlybert.models.checkpoint import check_output_dir, copy_tokenizer_files, load_model, write_dir_atomically
+    from earlybert.ticket.shrink import shrink_model
+    from earlybert.ticket.ticket import Ticket
 
     check_output_dir(args.output, args.overwrite)  # fail before the slow load
     ticket = Ticket.load(args.ticket)
@@ -30,12 +30,12 @@ def _shrink(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from earlybert.checkpoint import load_model
-    from earlybert.report_text import model_info_lines
+    from earlybert.models.checkpoint import load_model
+    from earlybert.report.text import model_info_lines
 
     model = load_model(args.model)
     if args.json:
-        from earlybert.flops import accounting
+        from earlybert.models.flops import accounting
 
         print(json.dumps(accounting(model, args.seq_len), indent=2))
     else:
@@ -43,13 +43,13 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from earlybert.demo import run_demo
+    from earlybert.recipes.demo import run_demo
 
     run_demo(args.output, overwrite=args.overwrite)
 
 
 def _draw(args: argparse.Namespace) -> None:
-    from earlybert.draw import draw_from_run
+    from earlybert.ticket.draw import draw_from_run
 
     ticket = draw_from_run(args.run_dir, args.heads_ratio, args.ffn_ratio, args.output, step=args.step,
                            ffn_scope=args.ffn_scope, overwrite=args.overwrite)
@@ -58,7 +58,7 @@ def _draw(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from earlybert.evaluation import evaluate_glue_files, evaluate_squad_files
+    from earlybert.tasks.evaluation import evaluate_glue_files, evaluate_squad_files
 
     if args.benchmark == "squad":
         scores = evaluate_squad_files(args.data, args.predictions, args.na_prob_file)
@@ -70,7 +70,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from earlybert.report import write_report
+    from earlybert.report.html import write_report
 
     print(f"wrote {write_report(args.run_dir)}")
 
@@ -132,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `earlybert` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pretrain"]:  # config-driven: `--config FILE key=value ...`
-        from earlybert.pretrain import main as pretrain_main
+        from earlybert.recipes.pretrain import main as pretrain_main
 
         return pretrain_main(argv[1:])
     if argv[:1] == ["finetune"]:
-        from earlybert.finetune import main as finetune_main
+        from earlybert.recipes.finetune import main as finetune_main
 
         return finetune_main(argv[1:])
     args = build_parser().parse_args(argv)

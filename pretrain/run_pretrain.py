@@ -1,8 +1,8 @@
-"""Pretraining entry point: `deepspeed`, `torchrun` or plain `python` (see earlybert/pretrain.py)."""
+"""Pretraining entry point: `deepspeed`, `torchrun` or plain `python` (see earlybert/recipes/pretrain.py)."""
 
 import sys
 
-from earlybert.pretrain import main
+from earlybert.recipes.pretrain import main
 
 if __name__ == "__main__":
     sys.exit(main())

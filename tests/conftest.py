@@ -16,7 +16,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import earlybert  # noqa: E402,F401  (registers the slim Auto classes)
-from earlybert.adapters import adapter_for_type  # noqa: E402
+from earlybert.models.adapters import adapter_for_type  # noqa: E402
 
 FAMILIES = ("bert", "roberta")
 TASKS = ("masked_lm", "sequence_classification", "question_answering")

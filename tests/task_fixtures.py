@@ -108,7 +108,7 @@ def make_tiny_bert(folder: Path) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from earlybert.data import train_wordpiece
+    from earlybert.data.corpus import train_wordpiece
 
     rng = random.Random(0)
     tokenizer = train_wordpiece([sentence(rng, 12) + " what is the answer river moon owns who ?" for _ in range(200)]

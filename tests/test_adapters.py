@@ -1,8 +1,8 @@
 import pytest
 from transformers import GPT2Config, GPT2Model
 
-from earlybert.adapters import get_adapter, layer_sizes, supported_model_types
 from earlybert.errors import EarlyBertError
+from earlybert.models.adapters import get_adapter, layer_sizes, supported_model_types
 from tests.conftest import TASKS, tiny_model
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from earlybert.cli import main
-from earlybert.ticket import Ticket
+from earlybert.ticket.ticket import Ticket
 from tests.conftest import REPO, tiny_model
 from tests.task_fixtures import make_glue_task, make_squad, make_tiny_bert
 

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM, pipeline
 
 from earlybert.cli import main
-from earlybert.ticket import Ticket
+from earlybert.ticket.ticket import Ticket
 from tests.conftest import run_earlybert, tiny_model
 
 

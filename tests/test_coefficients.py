@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from earlybert.coefficients import (
+from earlybert.ticket.coefficients import (
     attach_coefficients,
     detach_coefficients,
     ffn_coefficients,

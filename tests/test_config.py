@@ -2,7 +2,7 @@ import pytest
 
 from earlybert.config import help_text, load_config, parse_override, to_dict
 from earlybert.errors import EarlyBertError
-from earlybert.pretrain import PretrainConfig
+from earlybert.recipes.pretrain import PretrainConfig
 
 
 def test_yaml_plus_overrides(tmp_path):
@@ -66,8 +66,8 @@ def test_shipped_pretrain_configs_load(name):
 def test_deepspeed_jsons_are_valid_and_auto_filled(tmp_path):
     import json
 
-    from earlybert.engine import deepspeed_config
-    from earlybert.trainer_config import TrainConfig
+    from earlybert.train.engine import deepspeed_config
+    from earlybert.train.trainer_config import TrainConfig
     from tests.conftest import REPO
 
     for path in sorted((REPO / "configs/deepspeed").glob("*.json")):

@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from earlybert.data import BlockSampler, cached_blocks, mask_tokens, pack_blocks, read_documents, train_wordpiece
+from earlybert.data.corpus import BlockSampler, cached_blocks, mask_tokens, pack_blocks, read_documents, train_wordpiece
 from earlybert.errors import EarlyBertError
 
 TEXT = ("The whale swam far.\nIt was large.\n\nA second story begins here.\n\n\nThird one, at last.\n")
@@ -79,7 +79,7 @@ def test_sampler_is_a_permutation_per_epoch():
 
 
 def test_streamed_blocks_match_packed_blocks_and_wrap_and_resume(tokenizer):
-    from earlybert.data import StreamingBlocks
+    from earlybert.data.corpus import StreamingBlocks
 
     docs = [f"the sea and the ship number {i} sailed far" for i in range(40)]
     packed = pack_blocks(docs, tokenizer, 16)
@@ -94,7 +94,7 @@ def test_streamed_blocks_match_packed_blocks_and_wrap_and_resume(tokenizer):
 
 
 def test_sentence_pairs_for_next_sentence_prediction(tokenizer):
-    from earlybert.data import sentence_pairs
+    from earlybert.data.corpus import sentence_pairs
 
     rng = np.random.default_rng(1)
     blocks = rng.integers(10, 200, size=(8, 24)).astype(np.int32)

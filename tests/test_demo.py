@@ -5,7 +5,7 @@ import json
 import pytest
 
 from earlybert.cli import main as cli_main
-from earlybert.demo import run_demo, write_demo_data
+from earlybert.recipes.demo import run_demo, write_demo_data
 
 
 def test_demo_data_is_a_real_three_class_task(tmp_path):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from earlybert.detector import EarlyBirdDetector
 from earlybert.errors import EarlyBertError
+from earlybert.ticket.detector import EarlyBirdDetector
 
 
 def masks(bits_heads, bits_ffn):

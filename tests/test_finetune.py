@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from earlybert.finetune import main as finetune_main
+from earlybert.recipes.finetune import main as finetune_main
 from tests.conftest import REPO
 from tests.task_fixtures import LAYOUTS, make_glue_task, make_squad, make_tiny_bert
 
@@ -27,9 +27,9 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def slim_bert(tiny_bert, tmp_path_factory) -> Path:
     """The tiny BERT shrunk by a ticket, for mode=slim."""
-    from earlybert.checkpoint import copy_tokenizer_files, load_model
-    from earlybert.shrink import shrink_model
-    from earlybert.ticket import Ticket
+    from earlybert.models.checkpoint import copy_tokenizer_files, load_model
+    from earlybert.ticket.shrink import shrink_model
+    from earlybert.ticket.ticket import Ticket
 
     out = tmp_path_factory.mktemp("slim-bert")
     ticket = Ticket("bert", heads=[[1, 1, 0, 1], [0, 1, 0, 0]], ffn=[[1] * 30 + [0] * 18, [1] * 12 + [0] * 36])

@@ -1,8 +1,8 @@
 import pytest
 
-from earlybert.flops import ModelShape, accounting, count_parameters, forward_flops_per_token
-from earlybert.shrink import shrink_model
-from earlybert.ticket import Ticket
+from earlybert.models.flops import ModelShape, accounting, count_parameters, forward_flops_per_token
+from earlybert.ticket.shrink import shrink_model
+from earlybert.ticket.ticket import Ticket
 from tests.conftest import tiny_model
 
 

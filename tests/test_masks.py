@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from earlybert.errors import EarlyBertError
-from earlybert.masks import (
+from earlybert.ticket.masks import (
     MaskSpec,
     draw_ticket,
     ffn_masks,
@@ -99,7 +99,7 @@ def test_hamming_distance_is_normalised_over_all_units():
 
 
 def test_draw_ticket_from_model_coefficients_records_values():
-    from earlybert.coefficients import attach_coefficients, head_coefficients
+    from earlybert.ticket.coefficients import attach_coefficients, head_coefficients
 
     model = tiny_model("bert")
     attach_coefficients(model)

@@ -1,6 +1,6 @@
 import pytest
 
-from earlybert.metrics import (
+from earlybert.tasks.metrics import (
     accuracy,
     f1_binary,
     matthews_correlation,

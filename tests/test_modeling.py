@@ -7,8 +7,8 @@ import textwrap
 import pytest
 import torch
 
-from earlybert.modeling import REMOTE_CODE_FILE, SlimBertConfig, SlimBertForMaskedLM
-from earlybert.shrink import shrink_model
+from earlybert.models.modeling import REMOTE_CODE_FILE, SlimBertConfig, SlimBertForMaskedLM
+from earlybert.ticket.shrink import shrink_model
 from tests.conftest import FAMILIES, TASKS, outputs_of, random_inputs
 from tests.test_shrink import AUTO, masked_model, uneven_ticket
 

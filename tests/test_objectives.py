@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from earlybert.coefficients import attach_coefficients, l1_penalty
-from earlybert.objectives import MaskedLMObjective
+from earlybert.ticket.coefficients import attach_coefficients, l1_penalty
+from earlybert.train.objectives import MaskedLMObjective
 from tests.conftest import random_inputs, tiny_model
 
 
@@ -38,7 +38,7 @@ def test_objective_adds_the_l1_penalty_while_coefficients_are_attached():
 def test_pretraining_objective_equals_hugging_face_mlm_plus_nsp():
     from transformers import BertForPreTraining
 
-    from earlybert.objectives import PretrainingObjective
+    from earlybert.train.objectives import PretrainingObjective
     from tests.conftest import tiny_config
 
     torch.manual_seed(0)

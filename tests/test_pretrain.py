@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
-from earlybert.ticket import Ticket
+from earlybert.ticket.ticket import Ticket
 from tests.conftest import REPO, kill_at_step, run_earlybert
 
 TINY = str(REPO / "configs/pretrain/tiny.yaml")

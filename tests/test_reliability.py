@@ -7,12 +7,12 @@ import pickle
 import pytest
 import torch
 
-from earlybert import run_checkpoint
 from earlybert.config import load_config
 from earlybert.errors import EarlyBertError
-from earlybert.objectives import MaskedLMObjective
-from earlybert.pretrain import PretrainConfig, run
-from earlybert.run_checkpoint import latest_checkpoint
+from earlybert.recipes.pretrain import PretrainConfig, run
+from earlybert.train import run_checkpoint
+from earlybert.train.objectives import MaskedLMObjective
+from earlybert.train.run_checkpoint import latest_checkpoint
 from tests.conftest import REPO
 
 

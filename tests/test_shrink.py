@@ -7,11 +7,11 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
-from earlybert.adapters import layer_sizes
-from earlybert.coefficients import attach_coefficients, ffn_coefficients, head_coefficients, set_coefficients
 from earlybert.errors import EarlyBertError
-from earlybert.shrink import prune_plan, shrink_model, transfer_adam_state
-from earlybert.ticket import Ticket
+from earlybert.models.adapters import layer_sizes
+from earlybert.ticket.coefficients import attach_coefficients, ffn_coefficients, head_coefficients, set_coefficients
+from earlybert.ticket.shrink import prune_plan, shrink_model, transfer_adam_state
+from earlybert.ticket.ticket import Ticket
 from tests.conftest import FAMILIES, TASKS, outputs_of, random_inputs, tiny_model
 
 AUTO = {"masked_lm": AutoModelForMaskedLM, "sequence_classification": AutoModelForSequenceClassification,
@@ -131,7 +131,7 @@ def test_adam_step_after_state_slicing_equals_masked_step():
     slim_opt.step()
 
     full = {k: v for k, v in model.state_dict().items() if "earlybert" not in k}
-    from earlybert.shrink import apply_plan
+    from earlybert.ticket.shrink import apply_plan
 
     restricted = apply_plan(full, plan)
     for name, value in slim.state_dict().items():

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from earlybert.errors import EarlyBertError
-from earlybert.ticket import FORMAT, Ticket
+from earlybert.ticket.ticket import FORMAT, Ticket
 
 
 def good() -> dict:

@@ -13,7 +13,7 @@ import torch
 
 from earlybert.config import config_from_cli, to_dict
 from earlybert.errors import EarlyBertError
-from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
 MODES = ("full", "earlybert", "random", "slim")
 
@@ -81,7 +81,7 @@ def _glue_features(tokenizer, examples, max_len: int, regression: bool) -> dict[
 
 def load_task_data(cfg: FinetuneConfig, tokenizer):
     """(kind, data, train features) for the configured task."""
-    from earlybert import glue, squad
+    from earlybert.tasks import glue, squad
 
     if cfg.task in ("squad", "squad_v2"):
         v2 = cfg.task == "squad_v2"
@@ -103,15 +103,15 @@ def load_task_data(cfg: FinetuneConfig, tokenizer):
 
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune, evaluate on dev, write predictions and summary; returns the summary."""
-    from earlybert.checkpoint import load_model
-    from earlybert.data import BlockSampler, load_tokenizer
-    from earlybert.distributed import barrier, setup_distributed, teardown
-    from earlybert.engine import deepspeed_config
-    from earlybert.evaluation import evaluate_run
-    from earlybert.masks import MaskSpec, random_ticket
-    from earlybert.objectives import ClassificationObjective, QuestionAnsweringObjective
-    from earlybert.run_checkpoint import check_run_dir, resolve_resume, start_run_dir
-    from earlybert.trainer import Trainer
+    from earlybert.data.corpus import BlockSampler, load_tokenizer
+    from earlybert.models.checkpoint import load_model
+    from earlybert.tasks.evaluation import evaluate_run
+    from earlybert.ticket.masks import MaskSpec, random_ticket
+    from earlybert.train.distributed import barrier, setup_distributed, teardown
+    from earlybert.train.engine import deepspeed_config
+    from earlybert.train.objectives import ClassificationObjective, QuestionAnsweringObjective
+    from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir
+    from earlybert.train.trainer import Trainer
 
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)

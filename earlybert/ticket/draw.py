@@ -8,8 +8,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 from earlybert.errors import EarlyBertError
-from earlybert.masks import MaskSpec
-from earlybert.ticket import Ticket
+from earlybert.ticket.masks import MaskSpec
+from earlybert.ticket.ticket import Ticket
 
 
 def coefficient_files(run_dir: str | Path) -> dict[int, Path]:

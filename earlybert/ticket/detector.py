@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from earlybert.errors import EarlyBertError
-from earlybert.masks import hamming_distance
+from earlybert.ticket.masks import hamming_distance
 
 Masks = list[torch.Tensor]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from earlybert.adapters import get_adapter, head_size
+from earlybert.models.adapters import get_adapter, head_size
 
 HEAD_COEF = "earlybert_head_coef"
 FFN_COEF = "earlybert_ffn_coef"

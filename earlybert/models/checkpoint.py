@@ -13,8 +13,8 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig
 
-from earlybert.adapters import adapter_for_type
 from earlybert.errors import EarlyBertError
+from earlybert.models.adapters import adapter_for_type
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt")

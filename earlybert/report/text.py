@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from earlybert.flops import ModelShape, count_parameters, forward_flops_per_token, training_flops_per_token
+from earlybert.models.flops import ModelShape, count_parameters, forward_flops_per_token, training_flops_per_token
 
 
 def _human(n: float) -> str:

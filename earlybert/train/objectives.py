@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from earlybert.adapters import get_adapter
-from earlybert.coefficients import has_coefficients, l1_penalty
+from earlybert.models.adapters import get_adapter
+from earlybert.ticket.coefficients import has_coefficients, l1_penalty
 
 
 class Objective(nn.Module):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from earlybert.config import config_from_cli, to_dict
-from earlybert.data import (
+from earlybert.data.corpus import (
     BlockSampler,
     DataConfig,
     StreamingBlocks,
@@ -24,7 +24,7 @@ from earlybert.data import (
     sentence_pairs,
 )
 from earlybert.errors import EarlyBertError
-from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
 STREAM_TOKENIZER_DOCS = 20000  # documents a streamed run trains its WordPiece on
 
@@ -100,8 +100,8 @@ class PretrainConfig:
 
 def build_model(cfg: PretrainConfig, tokenizer):
     """A new MLM model from the config sizes, or the one in `model.init_from`."""
-    from earlybert.adapters import adapter_for_type
-    from earlybert.checkpoint import load_model
+    from earlybert.models.adapters import adapter_for_type
+    from earlybert.models.checkpoint import load_model
 
     task = "pretraining" if cfg.data.nsp else "masked_lm"
     family = cfg.model.family
@@ -149,11 +149,11 @@ def get_tokenizer(cfg: PretrainConfig, docs: list[str], run_dir: Path):
 
 def run(cfg: PretrainConfig) -> dict:
     """Run (or resume) a pretraining job; returns the summary."""
-    from earlybert.distributed import barrier, setup_distributed, teardown
-    from earlybert.engine import deepspeed_config
-    from earlybert.objectives import MaskedLMObjective, PretrainingObjective
-    from earlybert.run_checkpoint import check_run_dir, resolve_resume, start_run_dir
-    from earlybert.trainer import Trainer
+    from earlybert.train.distributed import barrier, setup_distributed, teardown
+    from earlybert.train.engine import deepspeed_config
+    from earlybert.train.objectives import MaskedLMObjective, PretrainingObjective
+    from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir
+    from earlybert.train.trainer import Trainer
 
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)

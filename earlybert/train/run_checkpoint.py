@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from earlybert.distributed import DistInfo, barrier
 from earlybert.errors import EarlyBertError
+from earlybert.train.distributed import DistInfo, barrier
 
 STATE_FILE = "trainer_state.json"
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from earlybert.adapters import get_adapter, head_size, layer_sizes
+from earlybert.models.adapters import get_adapter, head_size, layer_sizes
 
 
 @dataclass

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from earlybert import metrics as M
 from earlybert.errors import EarlyBertError
+from earlybert.tasks import metrics as M
 
 csv.field_size_limit(sys.maxsize)
 

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from earlybert.coefficients import is_coefficient_name
-from earlybert.distributed import DistInfo
 from earlybert.errors import EarlyBertError
-from earlybert.shrink import PrunePlan, transfer_adam_state
-from earlybert.trainer_config import TrainConfig
+from earlybert.ticket.coefficients import is_coefficient_name
+from earlybert.ticket.shrink import PrunePlan, transfer_adam_state
+from earlybert.train.distributed import DistInfo
+from earlybert.train.trainer_config import TrainConfig
 
 
 def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:

@@ -8,8 +8,8 @@ import shutil
 import statistics
 from pathlib import Path
 
-from earlybert.checkpoint import check_output_dir
 from earlybert.config import load_config
+from earlybert.models.checkpoint import check_output_dir
 
 STATEMENTS = {"assert", "assignment", "async", "augassign", "break", "class", "compound", "continue", "del", "else",
               "for", "function", "global", "if", "import", "nonlocal", "pass", "raise", "return", "try", "while",
@@ -93,15 +93,15 @@ def summary_table(pre: dict, ft: dict, rows: list[dict]) -> tuple[list[str], dic
 def run_demo(output: str = "runs/demo", overwrite: bool = False, pretrain_overrides: list[str] = (),
              finetune_overrides: list[str] = ()) -> dict:
     """Run the whole pipeline into `output` and write its report; return the merged summary."""
-    from earlybert import finetune, pretrain
-    from earlybert.report import write_report
+    from earlybert.recipes import finetune, pretrain
+    from earlybert.report.html import write_report
 
     out = Path(output)
     check_output_dir(out, overwrite)
     if out.exists():
         shutil.rmtree(out)
     corpus, task = write_demo_data(out.parent / f".{out.name}-data")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     pre_cfg = load_config(pretrain.PretrainConfig, repo / "configs/pretrain/demo.yaml",
                           [f"output_dir={out}", f"data.train_files={corpus}", f"data.cache_dir={out.parent / '.cache'}",
                            f"train.deepspeed_config={repo / 'configs/deepspeed/cpu.json'}", *pretrain_overrides])

@@ -31,7 +31,7 @@ def predict_logits(model, inputs: dict[str, torch.Tensor], batch_size: int) -> l
 
 
 def _glue_predictions(model, task, examples, tokenizer, cfg) -> np.ndarray:
-    from earlybert.finetune import _glue_features
+    from earlybert.recipes.finetune import _glue_features
 
     inputs = _glue_features(tokenizer, examples, cfg.max_seq_len, task.is_regression)
     inputs.pop("labels", None)
@@ -41,8 +41,8 @@ def _glue_predictions(model, task, examples, tokenizer, cfg) -> np.ndarray:
 
 def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) -> dict:
     """Score the trained model on dev, write eval_results.json, predictions and the final summary.json."""
-    from earlybert import glue, squad
-    from earlybert.checkpoint import load_model
+    from earlybert.models.checkpoint import load_model
+    from earlybert.tasks import glue, squad
 
     model = load_model(run_dir / "model")
     results: dict[str, float] = {}
@@ -70,7 +70,7 @@ def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) 
                                                version_2=v2)
         (run_dir / "predictions.json").write_text(json.dumps(preds, indent=1))
         golds = squad.gold_answers(dev)
-        from earlybert.metrics import squad_v1, squad_v2
+        from earlybert.tasks.metrics import squad_v1, squad_v2
 
         results = squad_v2(golds, preds, null_scores) if v2 else squad_v1(golds, preds)
         if v2:
@@ -92,8 +92,8 @@ def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) 
 
 def evaluate_squad_files(data: str, predictions: str, na_probs: str | None = None) -> dict[str, float]:
     """The official scripts' interface: gold SQuAD JSON + predictions JSON (id -> text)."""
-    from earlybert import squad
-    from earlybert.metrics import squad_v1, squad_v2
+    from earlybert.tasks import squad
+    from earlybert.tasks.metrics import squad_v1, squad_v2
 
     examples = squad.read_squad(data)
     try:
@@ -109,7 +109,7 @@ def evaluate_squad_files(data: str, predictions: str, na_probs: str | None = Non
 
 def evaluate_glue_files(task_name: str, data_dir: str, predictions: str) -> dict[str, float]:
     """Score a dev-set prediction TSV (`index<TAB>prediction`, as the submission files) against data_dir's dev file."""
-    from earlybert import glue
+    from earlybert.tasks import glue
 
     task = glue.get_task(task_name)
     data = glue.load_local(task, data_dir)

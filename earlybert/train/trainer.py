@@ -16,21 +16,21 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from earlybert.adapters import get_adapter
-from earlybert.checkpoint import write_dir_atomically
-from earlybert.coefficients import attach_coefficients, detach_coefficients, ffn_coefficients, head_coefficients
-from earlybert.detector import EarlyBirdDetector
-from earlybert.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object
-from earlybert.engine import build_engine, carry_optimizer_state
 from earlybert.errors import EarlyBertError
-from earlybert.flops import accounting
-from earlybert.logger import RunLogger
-from earlybert.masks import MaskSpec
-from earlybert.objectives import Objective
-from earlybert.run_checkpoint import RunCheckpointer, latest_checkpoint
-from earlybert.shrink import prune_plan, shrink_model
-from earlybert.ticket import Ticket
-from earlybert.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+from earlybert.models.adapters import get_adapter
+from earlybert.models.checkpoint import write_dir_atomically
+from earlybert.models.flops import accounting
+from earlybert.ticket.coefficients import attach_coefficients, detach_coefficients, ffn_coefficients, head_coefficients
+from earlybert.ticket.detector import EarlyBirdDetector
+from earlybert.ticket.masks import MaskSpec
+from earlybert.ticket.shrink import prune_plan, shrink_model
+from earlybert.ticket.ticket import Ticket
+from earlybert.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object
+from earlybert.train.engine import build_engine, carry_optimizer_state
+from earlybert.train.logger import RunLogger
+from earlybert.train.objectives import Objective
+from earlybert.train.run_checkpoint import RunCheckpointer, latest_checkpoint
+from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
 Batches = Callable[[int], list[dict[str, torch.Tensor]]]
 

@@ -21,8 +21,8 @@ from transformers import (
     RobertaModel,
 )
 
-from earlybert import modeling
 from earlybert.errors import EarlyBertError
+from earlybert.models import modeling
 
 TASKS = ("base", "masked_lm", "sequence_classification", "question_answering")
 

@@ -9,7 +9,7 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
-from earlybert.adapters import ADAPTERS
+from earlybert.models.adapters import ADAPTERS
 
 _AUTO = {
     "base": AutoModel,

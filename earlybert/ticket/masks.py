@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from earlybert.adapters import layer_sizes
-from earlybert.coefficients import ffn_coefficients, head_coefficients
 from earlybert.errors import EarlyBertError
-from earlybert.ticket import Ticket
+from earlybert.models.adapters import layer_sizes
+from earlybert.ticket.coefficients import ffn_coefficients, head_coefficients
+from earlybert.ticket.ticket import Ticket
 
 
 def check_ratio(name: str, ratio: float) -> float:

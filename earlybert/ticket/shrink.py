@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from earlybert.adapters import get_adapter, head_size, layer_sizes
-from earlybert.coefficients import ffn_coefficients, has_coefficients, head_coefficients, is_coefficient_name
 from earlybert.errors import EarlyBertError
-from earlybert.ticket import Ticket
+from earlybert.models.adapters import get_adapter, head_size, layer_sizes
+from earlybert.ticket.coefficients import ffn_coefficients, has_coefficients, head_coefficients, is_coefficient_name
+from earlybert.ticket.ticket import Ticket
 
 # A prune plan maps a parameter name to (dimension, kept indices).
 PrunePlan = dict[str, tuple[int, torch.Tensor]]

@@ -90,7 +90,7 @@ class SearchConfig:
     """Skip the search and apply this ticket.json at step 0 (e.g. a random ticket)."""
 
     def __post_init__(self):
-        from earlybert.masks import MaskSpec
+        from earlybert.ticket.masks import MaskSpec
 
         MaskSpec(self.heads_ratio, self.ffn_ratio, self.ffn_scope, self.min_heads_per_layer, self.ffn_round_to)
         if self.weights not in ("continue", "rewind"):

@@ -1,0 +1,1 @@
+"""Pretraining data: corpora, tokenizers, packed blocks, sampling and masking."""

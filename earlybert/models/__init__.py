@@ -1,0 +1,1 @@
+"""Model families: adapters, slim modeling, Auto registration, model folders, FLOPs."""

@@ -1,0 +1,1 @@
+"""Recipes: pretraining, fine-tuning and the demo, composed from the library."""

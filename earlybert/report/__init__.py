@@ -1,0 +1,1 @@
+"""Reports: the HTML report with its plots, and text summaries."""

@@ -1,0 +1,1 @@
+"""Downstream tasks: GLUE and custom classification, SQuAD, metrics, evaluation."""

@@ -1,0 +1,1 @@
+"""The DeepSpeed trainer: config, engine, objectives, run checkpoints, distributed helpers, logging."""
