@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 
-import torch
+import torch  # noqa: F401
+
+from earlybert.report.machine import machine_info
 
 
 def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, float]:
@@ -27,26 +27,9 @@ def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, str]:
-    """What the numbers were measured on."""
-    return {"cpu": _cpu_name(), "threads": str(torch.get_num_threads()),
-            "torch": torch.__version__, "date": date.today().isoformat(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-
-
 def write_json(path: str | Path, data: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps({"machine": machine(), **data}, indent=1))
+    Path(path).write_text(json.dumps({"machine": machine_info(), **data}, indent=1))
 
 
 def print_table(header: list[str], rows: list[list]) -> None:

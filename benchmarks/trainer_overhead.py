@@ -43,7 +43,8 @@ def main() -> None:
         model = BertForMaskedLM(config)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(model=model, objective_cls=MaskedLMObjective, batches=lambda s: [batches[s]],
-                              train=train, search=SearchConfig(enabled=False), checkpoint=CheckpointConfig(every=10**9),
+                              train=train, search=SearchConfig(enabled=False), search_steps=None,
+                              checkpoint=CheckpointConfig(every=10**9),
                               log=LogConfig(progress_bar=False, every=10**9), run_dir=Path(tmp), dist=dist, seq_len=128)
             summary = trainer.fit()
         trainer_s.append(summary["time_s"]["full"] / args.steps)

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("pretrain", help="pretrain with ticket search: --config FILE [key=value ...] (--help: keys)")
     sub.add_parser("finetune", help="fine-tune: glue|squad --config FILE [key=value ...] (--help: keys)")
+    sub.add_parser("compare", help="full vs earlybert vs random over seeds: --config FINETUNE.yaml [key=value ...] "
+                                   "[compare.key=value ...] (--help: keys)")
 
     p = sub.add_parser("shrink", help="apply a ticket to a model folder and save the slim model")
     p.add_argument("--model", required=True, help="model folder (plain HF BERT/RoBERTa or slim)")
@@ -139,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         from earlybert.recipes.finetune import main as finetune_main
 
         return finetune_main(argv[1:])
+    if argv[:1] == ["compare"]:
+        from earlybert.recipes.compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 

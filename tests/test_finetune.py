@@ -59,7 +59,8 @@ def test_glue_task_runs_in_every_mode(task, mode, tiny_bert, slim_bert, tmp_path
     for name in SUBMISSIONS[task]:
         lines = (tmp_path / "out" / f"{name}.tsv").read_text().splitlines()
         assert lines[0] == "index\tprediction" and len(lines) == 5
-    assert summary["steps"] == 4 and summary["mode"] == mode
+    # A rewound slim stage trains as long as the full run (4 steps) after the 2 search steps.
+    assert summary["steps"] == (6 if mode == "earlybert" else 4) and summary["mode"] == mode
     if mode == "earlybert":
         assert summary["stage"] == "slim" and summary["ticket_step"] == 2
         ticket = json.loads((tmp_path / "out" / "ticket.json").read_text())
@@ -120,3 +121,36 @@ def test_finetune_sigkill_then_resume_matches_an_uninterrupted_run(kill_step, st
     assert expected.keys() == got.keys() and all((expected[k] == got[k]).all() for k in expected)
     assert (json.loads((tmp_path / "run" / "eval_results.json").read_text())
             == json.loads((tmp_path / "full" / "eval_results.json").read_text()))
+
+
+def test_rewind_starts_the_slim_stage_at_warm_up_with_a_fresh_optimizer(tiny_bert, tmp_path, capsys):
+    import torch
+
+    data_dir = make_glue_task("sst2", tmp_path / "sst2", n_train=64)
+    out = tmp_path / "out"
+    summary = run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "earlybert", out, capsys, "search.draw_at=3",
+                       "train.warmup_steps=4", "epochs=1", "checkpoint.every=1000")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    slim = [r for r in rows if r["stage"] == "slim"]
+    # The run is 8 steps (64 examples, batch 8); the slim stage gets its own 8 steps after the draw at 3.
+    assert (summary["ticket_step"], summary["drawn_by"], summary["steps"], len(slim)) == (3, "draw_at", 11, 8)
+    assert [r["lr"] for r in slim[:4]] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert slim[-1]["lr"] == pytest.approx(1e-3 * 1 / 4)
+    # AdamW's own step count in the final checkpoint covers the slim stage only: a fresh optimizer.
+    latest = (out / "checkpoints" / "latest").read_text()
+    state = torch.load(out / "checkpoints" / latest / "mp_rank_00_model_states.pt", weights_only=True)
+    steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert steps == {8}
+
+
+def test_the_shipped_glue_config_draws_early_on_2000_examples(tiny_bert, tmp_path, capsys):
+    data_dir = make_glue_task("sst2", tmp_path / "sst2", n_train=2000)
+    out = tmp_path / "out"
+    code = finetune_main(["glue", "--config", GLUE_YAML, "task=sst2", f"model={tiny_bert}", f"data_dir={data_dir}",
+                          "mode=earlybert", f"output_dir={out}", "log.progress_bar=false"])
+    assert code == 0, capsys.readouterr().err[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    run_steps = 188  # 3 epochs of 2000 examples at batch 32
+    assert summary["ticket_step"] <= 0.15 * run_steps and summary["stage"] == "slim"
+    assert summary["steps"] == summary["ticket_step"] + run_steps
+    assert sum(summary["slim"]["layer_heads"]) < sum(summary["full"]["layer_heads"])

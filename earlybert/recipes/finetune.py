@@ -134,6 +134,8 @@ def run(cfg: FinetuneConfig) -> dict:
         objective = ClassificationObjective
     search = cfg.search
     search.enabled = cfg.mode == "earlybert"
+    # Fine-tuning tickets rewind to the pretrained weights (the authors' protocol) unless told otherwise.
+    steps = search.resolve(t.max_steps, math.ceil(n / global_batch), "rewind") if search.enabled else None
     deepspeed_config(t, world)
     dist = setup_distributed()
     try:
@@ -158,7 +160,8 @@ def run(cfg: FinetuneConfig) -> dict:
             return out
 
         trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=t, search=search,
-                          checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist, seq_len=cfg.max_seq_len,
+                          search_steps=steps, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
+                          seq_len=cfg.max_seq_len,
                           save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
                           config_dict=to_dict(cfg), resume_from=resume_from)
         summary = trainer.fit()

@@ -167,6 +167,11 @@ def run(cfg: PretrainConfig) -> dict:
         docs = load_documents(cfg.data)
     tokenizer = get_tokenizer(cfg, docs, run_dir)
     model = build_model(cfg, tokenizer)
+    if cfg.search.enabled and cfg.search.fraction_of == "epoch":
+        raise EarlyBertError("search.fraction_of=epoch is for fine-tuning: pretraining lengths are steps or "
+                             "fractions of the run (fraction_of=run)")
+    # Pretraining continues from the searched weights (the search steps count toward the run) unless told otherwise.
+    steps = cfg.search.resolve(cfg.train.max_steps, None, "continue") if cfg.search.enabled else None
     deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
     dist = setup_distributed()
     try:
@@ -224,7 +229,8 @@ def run(cfg: PretrainConfig) -> dict:
         torch.manual_seed(cfg.seed + dist.rank)
         objective = PretrainingObjective if cfg.data.nsp else MaskedLMObjective
         trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=cfg.train,
-                          search=cfg.search, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
+                          search=cfg.search, search_steps=steps, checkpoint=cfg.checkpoint, log=cfg.log,
+                          run_dir=run_dir, dist=dist,
                           seq_len=phases[0].seq_len, mlm_fraction=cfg.data.mlm_probability,
                           save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
                           config_dict=to_dict(cfg), resume_from=resume_from)

@@ -30,14 +30,18 @@ def _scale_ffn(module: nn.Module, args, output):
 
 
 def attach_coefficients(model: nn.Module, init: float = 1.0) -> None:
-    """Add a head and an FFN coefficient vector to every layer (init 1.0 leaves outputs unchanged)."""
+    """Add a head and an FFN coefficient vector to every layer (init 1.0 leaves outputs unchanged).
+
+    Coefficients are fp32 whatever the model's dtype: near 1.0, bf16 values are 0.004 apart, so small
+    updates would be lost and masks decided by ties. The hooks cast them to the activations' dtype.
+    """
     if has_coefficients(model):
         raise ValueError("coefficients are already attached: detach them first")
     d = head_size(model)
     for parts in get_adapter(model).layer_parts(model):
         w = parts.query.weight
-        heads = nn.Parameter(torch.full((parts.query.out_features // d,), init, dtype=w.dtype, device=w.device))
-        ffn = nn.Parameter(torch.full((parts.ffn_in.out_features,), init, dtype=w.dtype, device=w.device))
+        heads = nn.Parameter(torch.full((parts.query.out_features // d,), init, dtype=torch.float32, device=w.device))
+        ffn = nn.Parameter(torch.full((parts.ffn_in.out_features,), init, dtype=torch.float32, device=w.device))
         parts.attention.register_parameter(HEAD_COEF, heads)
         parts.intermediate.register_parameter(FFN_COEF, ffn)
         setattr(parts.attention, _HOOK_ATTR, parts.attention.register_forward_hook(_scale_heads))

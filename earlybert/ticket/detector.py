@@ -22,6 +22,8 @@ class Check:
     heads_distance: float | None
     ffn_distance: float | None
     fired: bool
+    tied: bool = False
+    """Equal coefficients straddled a cut: the masks were decided by index order, so no firing."""
 
 
 class EarlyBirdDetector:
@@ -46,8 +48,11 @@ class EarlyBirdDetector:
     def fired(self) -> bool:
         return self.fired_at is not None
 
-    def update(self, step: int, heads: Masks, ffn: Masks) -> bool:
-        """Queue the masks drawn at `step`; return True when the early bird fires (first time only)."""
+    def update(self, step: int, heads: Masks, ffn: Masks, tied: bool = False) -> bool:
+        """Queue the masks drawn at `step`; return True when the early bird fires (first time only).
+
+        Masks drawn from tied scores are queued but never fire: a queue of ties "converges" on index order.
+        """
         self.queue.append(([m.clone() for m in heads], [m.clone() for m in ffn]))
         newest_h, newest_f = self.queue[-1]
         older = list(self.queue)[:-1]
@@ -55,6 +60,8 @@ class EarlyBirdDetector:
         df = max((hamming_distance(newest_f, f) for _, f in older), default=None)
         fire = (
             not self.fired
+            and not tied
+            and not any(c.tied for c in self.history[-(self.window - 1):])
             and len(self.queue) == self.window
             and dh is not None
             and dh <= self.threshold
@@ -62,7 +69,7 @@ class EarlyBirdDetector:
         )
         if fire:
             self.fired_at = step
-        self.history.append(Check(step, dh, df, fire))
+        self.history.append(Check(step, dh, df, fire, tied))
         return fire
 
     def history_dicts(self) -> list[dict[str, Any]]:

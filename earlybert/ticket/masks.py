@@ -80,6 +80,14 @@ def ffn_masks(
     return [_keep_top(s, k) for s, k in zip(scores, keeps)]
 
 
+def _tied_at_cut(scores: torch.Tensor, keep: int) -> bool:
+    """Whether the last kept and the first pruned score are equal (the mask then depends on index order)."""
+    if not 0 < keep < scores.numel():
+        return False
+    top = torch.topk(scores.double().flatten(), keep + 1).values
+    return bool(top[keep - 1] == top[keep])
+
+
 def hamming_distance(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
     """Normalized Hamming distance between two per-layer masks: the fraction of units that differ."""
     fa = torch.cat([m.flatten() for m in a])
@@ -124,6 +132,18 @@ class MaskSpec:
             head_masks(head_scores, self.heads_ratio, self.min_heads_per_layer),
             ffn_masks(ffn_scores, self.ffn_ratio, self.ffn_scope, self.ffn_round_to),
         )
+
+    def tied(self, head_scores: Sequence[torch.Tensor], ffn_scores: Sequence[torch.Tensor]) -> bool:
+        """Whether equal |scores| straddle any cut, so index order, not the scores, decides some units."""
+        heads = [c.detach().abs().cpu() for c in head_scores]
+        for scores, mask in zip(heads, head_masks(heads, self.heads_ratio, self.min_heads_per_layer)):
+            if _tied_at_cut(scores, int(mask.sum())):
+                return True
+        ffn = [c.detach().abs().cpu().double().flatten() for c in ffn_scores]
+        masks = ffn_masks(ffn, self.ffn_ratio, self.ffn_scope, self.ffn_round_to)
+        if self.ffn_scope == "global" and self.ffn_round_to == 1:
+            return _tied_at_cut(torch.cat(ffn), int(sum(int(m.sum()) for m in masks)))
+        return any(_tied_at_cut(s, int(m.sum())) for s, m in zip(ffn, masks))
 
 
 def draw_ticket(model: nn.Module, spec: MaskSpec | None = None, **metadata: Any) -> Ticket:

@@ -45,23 +45,32 @@ def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
     return config
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices; none on biases, LayerNorm and slimming coefficients."""
-    decay, no_decay = [], []
+def parameter_groups(model: nn.Module, weight_decay: float, coefficient_lr: float = 0.0) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices; none on biases, LayerNorm and slimming coefficients.
+
+    With `coefficient_lr` > 0 the coefficients get a group of their own (marked `coefficients`) at that rate.
+    """
+    decay, no_decay, coefs = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        if is_coefficient_name(name) and coefficient_lr > 0:
+            coefs.append(p)
+            continue
         skip = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or is_coefficient_name(name)
         (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if coefs:
+        groups.append({"params": coefs, "weight_decay": 0.0, "lr": coefficient_lr, "coefficients": True})
+    return groups
 
 
-def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo):
+def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coefficient_lr: float = 0.0):
     """A DeepSpeed engine around `objective`, with a torch AdamW unless the JSON names an optimizer."""
     import deepspeed
 
     config = deepspeed_config(train, dist.world_size)
-    groups = parameter_groups(objective, train.weight_decay)
+    groups = parameter_groups(objective, train.weight_decay, coefficient_lr)
     if "optimizer" in config:
         engine, *_ = deepspeed.initialize(model=objective, model_parameters=groups, config=config)
     else:

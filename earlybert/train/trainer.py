@@ -21,8 +21,7 @@ from earlybert.models.adapters import get_adapter
 from earlybert.models.checkpoint import write_dir_atomically
 from earlybert.models.flops import accounting
 from earlybert.ticket.coefficients import attach_coefficients, detach_coefficients, ffn_coefficients, head_coefficients
-from earlybert.ticket.detector import EarlyBirdDetector
-from earlybert.ticket.masks import MaskSpec
+from earlybert.ticket.search import SearchSteps, TicketSearch
 from earlybert.ticket.shrink import prune_plan, shrink_model
 from earlybert.ticket.ticket import Ticket
 from earlybert.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object
@@ -40,15 +39,17 @@ class Trainer:
 
     def __init__(self, *, model: torch.nn.Module, objective_cls: type[Objective], batches: Batches,
                  train: TrainConfig, search: SearchConfig, checkpoint: CheckpointConfig, log: LogConfig,
-                 run_dir: Path, dist: DistInfo, seq_len: int, mlm_fraction: float = 1.0,
+                 search_steps: SearchSteps | None, run_dir: Path, dist: DistInfo, seq_len: int,
+                 mlm_fraction: float = 1.0,
                  save_extras: Callable[[Path], None] | None = None, config_dict: dict | None = None,
                  resume_from: Path | None = None):
         self.train, self.search, self.ckpt_cfg = train, search, checkpoint
         self.objective_cls, self.batches, self.run_dir, self.dist = objective_cls, batches, Path(run_dir), dist
         self.seq_len, self.mlm_fraction, self.save_extras = seq_len, mlm_fraction, save_extras
-        self.spec = MaskSpec(search.heads_ratio, search.ffn_ratio, search.ffn_scope,
-                             search.min_heads_per_layer, search.ffn_round_to)
-        self.detector = EarlyBirdDetector(search.window, search.threshold)
+        # None when nothing is searched (full baseline, a given ticket).
+        self.ticket_search = TicketSearch(search, search_steps) if search_steps is not None else None
+        # The run ends at end_step; a rewind moves it to the draw step plus the slim stage's own length.
+        self.end_step, self.slim_start = train.max_steps, None
         self.checkpointer = RunCheckpointer(self.run_dir, dist, checkpoint.keep_last)
         self.full_accounting = accounting(model, seq_len, mlm_fraction)
         self.task = get_adapter(model).task_of(model)
@@ -69,8 +70,8 @@ class Trainer:
         if self.search.ticket:
             self.ticket = Ticket.load(self.search.ticket)
             model, self.stage = shrink_model(model, self.ticket), "slim"
-        elif self.search.enabled:
-            if self.search.weights == "rewind" and self.dist.is_main:
+        elif self.ticket_search is not None:
+            if self.ticket_search.steps.weights == "rewind" and self.dist.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                           str(self.run_dir / "init_weights.safetensors"))
@@ -84,7 +85,7 @@ class Trainer:
         searching = self.stage == "search"
         objective = self.objective_cls(model, self.search.lambda_heads if searching else 0.0,
                                        self.search.lambda_ffn if searching else 0.0)
-        engine = build_engine(objective, self.train, self.dist)
+        engine = build_engine(objective, self.train, self.dist, self.search.coefficient_lr if searching else 0.0)
         engine.train()  # from_pretrained leaves models in eval mode: dropout must be on while training
         return engine
 
@@ -92,7 +93,9 @@ class Trainer:
         state = self.checkpointer.read_state(folder)
         self.stage, self.step = state["stage"], state["step"]
         self.times, self.steps_in, self.tokens = state["times"], state["steps_in"], state["tokens"]
-        self.detector.load_state_dict(state["detector"])
+        self.end_step, self.slim_start = state.get("end_step", self.train.max_steps), state.get("slim_start")
+        if self.ticket_search is not None:
+            self.ticket_search.load_state_dict(state["detector"])
         if (folder / "ticket.json").is_file():
             self.ticket = Ticket.from_dict(json.loads((folder / "ticket.json").read_text()))
         if self.stage == "slim":
@@ -111,9 +114,9 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train to `max_steps`: search, draw and shrink when the early bird fires, then train the slim model."""
-        self.logger.print(f"training from step {self.step} to {self.train.max_steps} in stage {self.stage}")
-        while self.step < self.train.max_steps:
+        """Train to the end: search, draw and shrink when the early bird fires, then train the slim model."""
+        self.logger.print(f"training from step {self.step} to {self.end_step} in stage {self.stage}")
+        while self.step < self.end_step:
             stage = self.stage
             started = time.perf_counter()
             metrics = self._train_step()
@@ -127,16 +130,22 @@ class Trainer:
             metrics.update(tokens_per_s=metrics["tokens"] / elapsed, stage=stage)
             self.logger.log(self.step, metrics)
             shrunk_now = stage == "search" and self.stage == "slim"
-            if shrunk_now or self.step % self.ckpt_cfg.every == 0 or self.step == self.train.max_steps:
+            if shrunk_now or self.step % self.ckpt_cfg.every == 0 or self.step == self.end_step:
                 self.save_checkpoint()
         summary = self._finish()
         self.logger.close()
         return summary
 
+    def _lr(self) -> float:
+        if self.slim_start is None:
+            return self.train.lr_at(self.step)
+        # After a rewind: a fresh schedule (warm-up, then decay) over the slim stage's own length.
+        return self.train.lr_at(self.step - self.slim_start, self.end_step - self.slim_start)
+
     def _train_step(self) -> dict[str, Any]:
-        lr = self.train.lr_at(self.step)
+        lr = self._lr()
         for group in self.engine.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.search.coefficient_lr if group.get("coefficients") else lr
         totals = torch.zeros(5)
         micro_batches = self.batches(self.step)
         global_count = all_reduce_sum(torch.tensor([float(sum(map(self.objective_cls.count, micro_batches)))]))
@@ -189,52 +198,64 @@ class Trainer:
 
     # ---- search -------------------------------------------------------------------------------
     def _search_check(self) -> dict[str, Any]:
-        at_limit = self.step >= self.search.max_search_steps
-        if self.step % self.search.check_every and not at_limit:
+        search = self.ticket_search
+        if not search.due(self.step):
             return {}
-        model = self.model
         payload = None
         if self.dist.is_main:  # rank 0 decides the masks; every rank applies the same ones
-            heads, ffn = self.spec.masks(head_coefficients(model), ffn_coefficients(model))
-            payload = ([m.tolist() for m in heads], [m.tolist() for m in ffn])
+            heads, ffn, tied = search.masks(*self._coefficient_scores())
+            payload = ([m.tolist() for m in heads], [m.tolist() for m in ffn], tied)
             self._save_coefficients()
-        heads, ffn = broadcast_object(payload)
+        heads, ffn, tied = broadcast_object(payload)
         self.masks = ([torch.tensor(m, dtype=torch.int8) for m in heads],
                       [torch.tensor(m, dtype=torch.int8) for m in ffn])
-        fired = self.detector.update(self.step, *self.masks)
-        check = self.detector.history[-1]
-        out = {"heads_distance": check.heads_distance, "ffn_distance": check.ffn_distance,
+        why = search.decide(self.step, *self.masks, tied)
+        check = search.detector.history[-1]
+        out = {"heads_distance": check.heads_distance, "ffn_distance": check.ffn_distance, "tied": tied,
                "heads_kept": sum(map(sum, heads)), "ffn_kept": sum(map(sum, ffn))}
-        if fired or at_limit:
-            how = "early bird fired" if fired else f"no early bird by max_search_steps={self.search.max_search_steps}"
+        if why is not None:
+            how = {"fired": "early bird fired", "draw_at": f"draw point search.draw_at={self.search.draw_at}",
+                   "limit": f"no early bird by max_search_steps={self.search.max_search_steps}"}[why]
             self.logger.print(f"step {self.step}: {how}; drawing the ticket and shrinking")
             started = time.perf_counter()
-            self._shrink(fired)
+            self._shrink(why)
             out["shrink_s"] = time.perf_counter() - started
             self.times["shrink"] = self.times.get("shrink", 0.0) + out["shrink_s"]
         return out
+
+    def _coefficient_scores(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The coefficients' fp32 values: DeepSpeed's fp32 masters where bf16/ZeRO keeps them, else the parameters."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        def fp32(p: torch.Tensor) -> torch.Tensor:
+            master = safe_get_full_fp32_param(p)
+            return (master if master is not None else p).detach().float().cpu()
+
+        model = self.model
+        return [fp32(c) for c in head_coefficients(model)], [fp32(c) for c in ffn_coefficients(model)]
 
     def _save_coefficients(self) -> None:
         folder = self.run_dir / "search"
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {}
-        for kind, coefs in (("heads", head_coefficients(self.model)), ("ffn", ffn_coefficients(self.model))):
-            tensors.update({f"{kind}.{i}": c.detach().float().cpu().contiguous() for i, c in enumerate(coefs)})
+        for kind, coefs in zip(("heads", "ffn"), self._coefficient_scores()):
+            tensors.update({f"{kind}.{i}": c.contiguous() for i, c in enumerate(coefs)})
         save_file(tensors, str(folder / f"coefficients_step_{self.step:08d}.safetensors"),
                   metadata={"step": str(self.step), "model_type": self.model.config.model_type})
 
-    def _shrink(self, fired: bool) -> None:
+    def _shrink(self, why: str) -> None:
         model = self.model
-        coefs = {"heads": head_coefficients(model), "ffn": ffn_coefficients(model)}
-        self.ticket = Ticket.from_masks(
-            model.config.model_type, *self.masks, coefficients=coefs, step=self.step, fired=fired,
-            distance_history=self.detector.history_dicts(), weights=self.search.weights,
-            heads_ratio=self.spec.heads_ratio, ffn_ratio=self.spec.ffn_ratio, ffn_scope=self.spec.ffn_scope,
-            min_heads_per_layer=self.spec.min_heads_per_layer, ffn_round_to=self.spec.ffn_round_to)
+        heads_c, ffn_c = self._coefficient_scores()
+        self.ticket = self.ticket_search.ticket(model.config.model_type, *self.masks, {"heads": heads_c, "ffn": ffn_c},
+                                                self.step, why)
         if self.dist.is_main:
             self.ticket.save(self.run_dir / "ticket.json")
         plan = prune_plan(model, self.ticket)
-        if self.search.weights == "rewind":
+        rewind = self.ticket_search.steps.weights == "rewind"
+        if rewind:
+            self.slim_start, self.end_step = self.step, self.step + self.ticket_search.steps.slim_steps
+            self.logger.print(f"rewinding: the slim model trains {self.ticket_search.steps.slim_steps} steps from the "
+                              "initial weights with a fresh optimizer and schedule")
             base = copy.deepcopy(model)
             detach_coefficients(base)
             base.load_state_dict(load_file(str(self.run_dir / "init_weights.safetensors")))
@@ -245,7 +266,7 @@ class Trainer:
         self.stage = "slim"
         self._flops_cache.clear()
         self.engine = self._engine(slim)
-        carried = self.search.weights == "continue" and carry_optimizer_state(old, model, self.engine, slim, plan)
+        carried = not rewind and carry_optimizer_state(old, model, self.engine, slim, plan)
         old.destroy()
         self.logger.print(f"shrunk to heads {self.ticket.layer_heads()}, ffn {self.ticket.layer_ffn()}; "
                           f"optimizer state {'carried over' if carried else 'restarted'}")
@@ -254,8 +275,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Checkpoint everything needed to continue exactly (collective)."""
         state = {"step": self.step, "stage": self.stage, "times": self.times, "steps_in": self.steps_in,
-                 "tokens": self.tokens,
-                 "detector": self.detector.state_dict(), "task": self.task}
+                 "tokens": self.tokens, "end_step": self.end_step, "slim_start": self.slim_start,
+                 "detector": self.ticket_search.state_dict() if self.ticket_search else None, "task": self.task}
         files = {}
         if self.ticket is not None:
             files["ticket.json"] = self.ticket.to_dict()
@@ -275,6 +296,8 @@ class Trainer:
             "step_time_s": {k: self.times[k] / n for k, n in self.steps_in.items() if n},
             "ticket_step": self.ticket.metadata.get("step") if self.ticket else None,
             "fired": bool(self.ticket and self.ticket.metadata.get("fired")),
+            "drawn_by": self.ticket.metadata.get("drawn_by") if self.ticket else None,
+            "weights": self.ticket_search.steps.weights if self.ticket_search else None,
             "full": self.full_accounting, "slim": final,
         }
         if self.dist.is_main:

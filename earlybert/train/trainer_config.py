@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from earlybert.errors import EarlyBertError
+from earlybert.ticket.search import SearchConfig  # noqa: F401  (re-exported: configs import it from here)
 
 
 @dataclass
@@ -12,7 +13,8 @@ class TrainConfig:
     """Optimisation."""
 
     max_steps: int = 1000
-    """Optimizer steps in all: search and slim training together."""
+    """Optimizer steps of the run: search and slim training together with search.weights=continue; after a
+    rewind the slim stage gets its own schedule of search.rewind_length x max_steps after the search."""
     micro_batch_size: int = 8
     """Sequences per rank per forward pass."""
     grad_accum: int = 1
@@ -43,60 +45,15 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise EarlyBertError(f"train.{name}={getattr(self, name)} must be >= 1")
 
-    def lr_at(self, step: int) -> float:
-        """Learning rate for optimizer step `step` (0-based)."""
+    def lr_at(self, step: int, total: int | None = None) -> float:
+        """Learning rate for optimizer step `step` (0-based) of a schedule `total` steps long (default max_steps)."""
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
         if self.schedule == "constant":
             return self.lr
-        progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+        progress = (step - self.warmup_steps) / max(1, (total or self.max_steps) - self.warmup_steps)
         remaining = max(0.0, 1.0 - progress)
         return self.lr * (remaining if self.schedule == "linear" else remaining**self.poly_power)
-
-
-@dataclass
-class SearchConfig:
-    """Early-bird ticket search: coefficients, L1 penalty, detector, shrink."""
-
-    enabled: bool = True
-    """Search for a ticket; false trains the model as it is (the full baseline)."""
-    lambda_heads: float = 1e-4
-    """L1 weight on head coefficients (sum, not mean)."""
-    lambda_ffn: float = 1e-4
-    """L1 weight on FFN coefficients (sum, not mean)."""
-    check_every: int = 10
-    """Steps between detector checks."""
-    window: int = 5
-    """Masks the detector compares (the newest against the others)."""
-    threshold: float = 0.1
-    """Largest normalized Hamming distance at which the ticket is drawn."""
-    heads_ratio: float = 0.3333333333333333
-    """Fraction of heads pruned in each layer."""
-    ffn_ratio: float = 0.4
-    """Fraction of FFN neurons pruned."""
-    ffn_scope: str = "global"
-    """Rank FFN neurons across all layers (global) or within each layer (layer)."""
-    min_heads_per_layer: int = 1
-    """Never keep fewer heads than this in a layer."""
-    ffn_round_to: int = 1
-    """Round each layer's kept FFN width to a multiple of this (8 or 64 suit tensor cores)."""
-    max_search_steps: int = 500
-    """Draw the ticket here if the detector has not fired (logged as not fired)."""
-    weights: str = "continue"
-    """After the draw: continue from the searched weights, or rewind to the initial ones."""
-    fold_coefficients: bool = True
-    """When continuing, fold the learned coefficients into the following linears (same function)."""
-    ticket: str = ""
-    """Skip the search and apply this ticket.json at step 0 (e.g. a random ticket)."""
-
-    def __post_init__(self):
-        from earlybert.ticket.masks import MaskSpec
-
-        MaskSpec(self.heads_ratio, self.ffn_ratio, self.ffn_scope, self.min_heads_per_layer, self.ffn_round_to)
-        if self.weights not in ("continue", "rewind"):
-            raise EarlyBertError(f"search.weights={self.weights!r} is unknown: use continue or rewind")
-        if self.check_every < 1:
-            raise EarlyBertError(f"search.check_every={self.check_every} must be >= 1")
 
 
 @dataclass

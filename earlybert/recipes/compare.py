@@ -1,0 +1,263 @@
+"""`earlybert compare`: one fine-tuning config run as full / earlybert / random over seeds (and prune ratios).
+
+    earlybert compare --config configs/finetune/bbc-topic.yaml model=DIR data_dir=DIR \
+        compare.output_dir=runs/compare compare.seeds=[1,2,3] "compare.ratios=[[0.333,0.4],[0.5,0.6]]"
+
+Keys under `compare.` set the comparison; every other key overrides the fine-tuning config of every run.
+Runs go one after another, modes interleaved within each seed so machine drift hits all alike; a run that
+already finished is skipped, so a killed comparison resumes by running the same command again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from earlybert.config import config_from_cli, help_text, load_config
+from earlybert.errors import EarlyBertError
+from earlybert.recipes.finetune import MODES, FinetuneConfig
+
+METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "exact_match")
+
+
+@dataclass
+class CompareConfig:
+    """A comparison of training modes over seeds."""
+
+    output_dir: str = "runs/compare"
+    """Folder for the runs (MODE[-hH-fF]/seedN), comparison.json, comparison.md and comparison.png."""
+    modes: list[str] = field(default_factory=lambda: ["full", "earlybert", "random"])
+    """Modes to run: full, earlybert, random (slim needs a slim model)."""
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    """Seeds; every mode runs once per seed."""
+    ratios: list[list[float]] = field(default_factory=list)
+    """[heads_ratio, ffn_ratio] pairs for earlybert and random; empty: the fine-tuning config's."""
+    metric: str = ""
+    """Dev metric to compare; empty: the first of accuracy, f1, matthews_correlation, pearson, exact_match."""
+
+    def __post_init__(self):
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown or not self.modes:
+            raise EarlyBertError(f"compare.modes has {unknown[0] if unknown else 'no mode'}: use some of "
+                                 f"{', '.join(MODES)}")
+        if not self.seeds:
+            raise EarlyBertError("compare.seeds is empty: give at least one seed, e.g. compare.seeds=[1,2,3]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise EarlyBertError(f"compare.seeds={self.seeds} repeats a seed: give distinct seeds")
+        for pair in self.ratios:
+            if len(pair) != 2:
+                raise EarlyBertError(f"compare.ratios entry {pair} is not [heads_ratio, ffn_ratio]")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A mode at prune ratios (None: the config's)."""
+
+    mode: str
+    ratios: tuple[float, float] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.mode if self.ratios is None else f"{self.mode}-h{self.ratios[0]:.3g}-f{self.ratios[1]:.3g}"
+
+
+def variants(cmp: CompareConfig) -> list[Variant]:
+    """The variants in run order: full once, searched and random ones at each ratio pair."""
+    pairs = [tuple(p) for p in cmp.ratios] or [None]
+    return [Variant(m, None if m in ("full", "slim") else p) for m in cmp.modes
+            for p in (pairs if m not in ("full", "slim") else [None])]
+
+
+def run_config(path: str | None, overrides: list[str], variant: Variant, seed: int, folder: Path) -> FinetuneConfig:
+    """The fine-tuning config of one run."""
+    extra = [f"mode={variant.mode}", f"seed={seed}", f"output_dir={folder}", "log.progress_bar=false"]
+    if variant.ratios is not None:
+        extra += [f"search.heads_ratio={variant.ratios[0]}", f"search.ffn_ratio={variant.ratios[1]}"]
+    return load_config(FinetuneConfig, path, [*overrides, *extra])
+
+
+def check_inputs(cfg: FinetuneConfig) -> None:
+    """Refuse a comparison whose model or task data is missing, before any folder is made."""
+    if not cfg.model or not (Path(cfg.model) / "config.json").is_file():
+        raise EarlyBertError(f"model={cfg.model!r} is not a model folder (no config.json): set model=FOLDER")
+    if not cfg.data_dir:
+        return  # the Hub: checked by the first run
+    data = Path(cfg.data_dir)
+    if cfg.task in ("squad", "squad_v2"):
+        version = "v2.0" if cfg.task == "squad_v2" else "v1.1"
+        needed = [data / f"train-{version}.json", data / f"dev-{version}.json"]
+    else:
+        needed = [data]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing or not any(data.iterdir()):
+        raise EarlyBertError(f"task data {missing[0] if missing else data} is missing: set data_dir to the task's "
+                             "folder (GLUE layout TSVs, or SQuAD JSON)")
+
+
+def finished(folder: Path) -> dict | None:
+    """The summary of a finished run in `folder`, else None."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if "eval" in summary else None
+
+
+def run_one(cfg: FinetuneConfig) -> dict:
+    """Fine-tune one run in this process (an unfinished folder is started over)."""
+    from earlybert.recipes import finetune
+
+    folder = Path(cfg.output_dir)
+    if folder.exists():
+        shutil.rmtree(folder)  # a killed run: its partial timings would not be comparable
+    return finetune.run(cfg)
+
+
+def record(variant: Variant, seed: int, summary: dict, metric: str) -> dict[str, Any]:
+    """The numbers of one run that the comparison uses."""
+    eval_ = summary["eval"]
+    key = metric or next((m for m in METRICS if m in eval_), None)
+    if key not in eval_:
+        raise EarlyBertError(f"compare.metric={metric!r} is not among the run's metrics {sorted(eval_)}")
+    return {"variant": variant.name, "mode": variant.mode, "ratios": variant.ratios, "seed": seed,
+            "metric": key, "value": eval_[key], "train_time_s": summary["train_time_s"],
+            "time_s": summary["time_s"], "ticket_step": summary.get("ticket_step"),
+            "drawn_by": summary.get("drawn_by"), "steps": summary["steps"],
+            "params": summary["slim"]["params"], "flops_per_token": summary["slim"]["train_flops_per_token"]}
+
+
+def aggregate(runs: list[dict]) -> list[dict[str, Any]]:
+    """Mean and std per variant; time saved against the mean full run (search included)."""
+    def stats(xs):
+        return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+    full_times = [r["train_time_s"] for r in runs if r["mode"] == "full"]
+    rows = []
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        group = [r for r in runs if r["variant"] == name]
+        value, value_std = stats([r["value"] for r in group])
+        time, time_std = stats([r["train_time_s"] for r in group])
+        rows.append({"variant": name, "mode": group[0]["mode"], "ratios": group[0]["ratios"], "runs": len(group),
+                     "metric": group[0]["metric"], "mean": value, "std": value_std, "train_time_s": time,
+                     "train_time_std": time_std,
+                     "time_saved": 1 - time / statistics.mean(full_times) if full_times else None,
+                     "params": group[0]["params"], "flops_per_token": group[0]["flops_per_token"]})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The comparison as a markdown table."""
+    metric = rows[0]["metric"]
+    lines = [f"| variant | runs | {metric} mean | std | train s (search incl.) | time saved vs full | params | "
+             "train FLOPs/token |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        saved = "-" if r["time_saved"] is None or r["mode"] == "full" else f"{100 * r['time_saved']:.1f}%"
+        lines.append(f"| {r['variant']} | {r['runs']} | {100 * r['mean']:.2f} | {100 * r['std']:.2f} | "
+                     f"{r['train_time_s']:.1f} ± {r['train_time_std']:.1f} | {saved} | {r['params']:,} | "
+                     f"{r['flops_per_token']:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points (time, metric) no other point beats on both (less time, higher metric), by time."""
+    front, best = [], float("-inf")
+    for t, v in sorted(points, key=lambda p: (p[0], -p[1])):
+        if v > best:
+            front.append((t, v))
+            best = v
+    return front
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    """Metric against training time, one point per run, with the Pareto front."""
+    from earlybert.report.html import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        group = [r for r in runs if r["variant"] == name]
+        ax.scatter([r["train_time_s"] for r in group], [100 * r["value"] for r in group], label=name, s=30)
+    front = pareto([(r["train_time_s"], 100 * r["value"]) for r in runs])
+    ax.step([t for t, _ in front], [v for _, v in front], where="post", color="gray", lw=1, ls="--",
+            label="Pareto front")
+    ax.set_xlabel("training time, s (search included)")
+    ax.set_ylabel(f"dev {runs[0]['metric']} (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, cmp: CompareConfig, runs: list[dict]) -> list[dict]:
+    """comparison.json, comparison.md and comparison.png (this module is their only writer)."""
+    from earlybert.report.machine import machine_info
+
+    rows = aggregate(runs)
+    data = {"machine": machine_info(), "compare": vars(cmp), "rows": rows, "runs": runs}
+    (out / "comparison.json").write_text(json.dumps(data, indent=1))
+    (out / "comparison.md").write_text(markdown(rows))
+    plot(runs, out / "comparison.png")
+    return rows
+
+
+def run(cmp: CompareConfig, path: str | None, overrides: list[str]) -> list[dict]:
+    """Run (or finish) the comparison; returns the aggregated rows."""
+    out = Path(cmp.output_dir)
+    plan = [(v, s, run_config(path, overrides, v, s, out / v.name / f"seed{s}")) for s in cmp.seeds
+            for v in variants(cmp)]
+    check_inputs(plan[0][2])
+    runs = []
+    for variant, seed, cfg in plan:
+        summary = finished(Path(cfg.output_dir))
+        if summary is None:
+            print(f"compare: {variant.name} seed {seed}", flush=True)
+            run_one(cfg)
+            summary = finished(Path(cfg.output_dir))
+        else:
+            print(f"compare: {variant.name} seed {seed} already finished: skipped", flush=True)
+        runs.append(record(variant, seed, summary, cmp.metric))
+    rows = write_outputs(out, cmp, runs)
+    print(markdown(rows))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `earlybert compare`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if any(a in ("-h", "--help") for a in argv):
+            print("usage: earlybert compare --config FINETUNE.yaml [key=value ...] [compare.key=value ...]\n"
+                  "\ncompare keys:\n" + "\n".join(help_text(CompareConfig, "compare.")) +
+                  "\n\nevery other key: see `earlybert finetune glue --help`")
+            return 0
+        compare_args = [a.removeprefix("compare.") for a in argv if a.startswith("compare.")]
+        rest = [a for a in argv if not a.startswith("compare.")]
+        cmp = config_from_cli(CompareConfig, compare_args, "earlybert compare")
+        path, overrides = _split_config(rest)
+        config_from_cli(FinetuneConfig, rest, "earlybert compare")  # unknown keys fail here, before any run
+        run(cmp, path, overrides)
+    except EarlyBertError as e:
+        print(f"earlybert compare: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    path, rest, i = None, [], 0
+    while i < len(argv):
+        if argv[i] == "--config" and i + 1 < len(argv):
+            path, i = argv[i + 1], i + 2
+            continue
+        if argv[i].startswith("--config="):
+            path = argv[i].split("=", 1)[1]
+        else:
+            rest.append(argv[i])
+        i += 1
+    return path, rest
+

@@ -1,0 +1,29 @@
+"""What numbers were measured on: CPU, threads, library versions, device, date."""
+
+from __future__ import annotations
+
+import platform
+from datetime import date
+from pathlib import Path
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, str]:
+    """The machine and versions a measurement ran on (written into every results JSON)."""
+    import deepspeed
+    import torch
+    import transformers
+
+    return {"cpu": _cpu_name(), "threads": str(torch.get_num_threads()), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "deepspeed": deepspeed.__version__,
+            "date": date.today().isoformat(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}

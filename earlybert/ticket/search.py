@@ -1,0 +1,187 @@
+"""The ticket search as one object: settings, step resolution, mask checks, draw decisions. No DeepSpeed.
+
+`TicketSearch` owns the mask spec and the early-bird detector. A training loop calls `attach(model)`
+before building its optimizer, adds `penalty(model)` to the loss once per optimizer step, and calls
+`observe(step, model)` after each step; a returned `Ticket` is the draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from earlybert.errors import EarlyBertError
+from earlybert.ticket.coefficients import attach_coefficients, ffn_coefficients, head_coefficients, l1_penalty
+from earlybert.ticket.detector import EarlyBirdDetector
+from earlybert.ticket.masks import MaskSpec
+from earlybert.ticket.ticket import Ticket
+
+WEIGHTS = ("auto", "rewind", "continue")
+
+
+@dataclass
+class SearchConfig:
+    """Early-bird ticket search: coefficients, L1 penalty, draw policy, what happens after the draw."""
+
+    enabled: bool = True
+    """Search for a ticket; false trains the model as it is (the full baseline)."""
+    lambda_heads: float = 1e-4
+    """L1 weight on head coefficients (sum, not mean)."""
+    lambda_ffn: float = 1e-4
+    """L1 weight on FFN coefficients (sum, not mean)."""
+    coefficient_lr: float = 1e-2
+    """Learning rate of the coefficients (constant, no weight decay); 0: the model's schedule. Fine-tuning
+    rates (2e-5) barely move them, so masks would be decided by noise."""
+    check_every: float = 0.01
+    """Steps between mask checks: a step count (>= 1) or a fraction of `fraction_of` (< 1)."""
+    window: int = 5
+    """Masks the detector compares (the newest against the others)."""
+    threshold: float = 0.1
+    """Largest normalized Hamming distance at which the early bird fires."""
+    draw_at: float = 0.0
+    """Draw at this point instead of waiting for the detector: a step (>= 1) or a fraction (< 1); 0: off."""
+    max_search_steps: float = 0.2
+    """Draw here if nothing fired before (logged as not fired): a step (>= 1) or a fraction (< 1); it must
+    end before the run does."""
+    fraction_of: str = "run"
+    """What fractional lengths refer to: run (train.max_steps) or epoch (one pass over the data)."""
+    heads_ratio: float = 0.3333333333333333
+    """Fraction of heads pruned in each layer."""
+    ffn_ratio: float = 0.4
+    """Fraction of FFN neurons pruned."""
+    ffn_scope: str = "global"
+    """Rank FFN neurons across all layers (global) or within each layer (layer)."""
+    min_heads_per_layer: int = 1
+    """Never keep fewer heads than this in a layer."""
+    ffn_round_to: int = 1
+    """Round each layer's kept FFN width to a multiple of this (8 or 64 suit tensor cores)."""
+    weights: str = "auto"
+    """After the draw: rewind (initial weights, fresh optimizer and schedule for the slim stage), continue
+    (searched weights, the run's schedule), or auto (fine-tuning: rewind; pretraining: continue)."""
+    rewind_length: float = 1.0
+    """After a rewind, the slim stage's steps as a fraction of train.max_steps (1.0: as long as the full run)."""
+    fold_coefficients: bool = True
+    """When continuing, fold the learned coefficients into the following linears (same function)."""
+    ticket: str = ""
+    """Skip the search and apply this ticket.json at step 0 (e.g. a random ticket)."""
+
+    def __post_init__(self):
+        self.spec()
+        EarlyBirdDetector(self.window, self.threshold)
+        if self.weights not in WEIGHTS:
+            raise EarlyBertError(f"search.weights={self.weights!r} is unknown: use {', '.join(WEIGHTS)}")
+        if self.fraction_of not in ("run", "epoch"):
+            raise EarlyBertError(f"search.fraction_of={self.fraction_of!r} is unknown: use run or epoch")
+        for name in ("check_every", "max_search_steps"):
+            if not getattr(self, name) > 0:
+                raise EarlyBertError(f"search.{name}={getattr(self, name)} must be > 0: a step count or a fraction")
+        for name in ("check_every", "draw_at", "max_search_steps"):
+            value = getattr(self, name)
+            if value < 0 or (value >= 1 and value != int(value)):
+                raise EarlyBertError(f"search.{name}={value} is neither a fraction (< 1) nor a whole step count")
+        if self.coefficient_lr < 0:
+            raise EarlyBertError(f"search.coefficient_lr={self.coefficient_lr} must be >= 0")
+        if not 0 < self.rewind_length <= 10:
+            raise EarlyBertError(f"search.rewind_length={self.rewind_length} must lie in (0, 10]: a fraction of "
+                                 "train.max_steps, 1.0 for as long as the full run")
+
+    def spec(self) -> MaskSpec:
+        """The mask spec these settings describe."""
+        return MaskSpec(self.heads_ratio, self.ffn_ratio, self.ffn_scope, self.min_heads_per_layer, self.ffn_round_to)
+
+    def resolve(self, run_steps: int, epoch_steps: int | None, default_weights: str) -> SearchSteps:
+        """Search lengths in steps for a run of `run_steps` (epochs of `epoch_steps`); refuses a search that
+        cannot end before the run does."""
+        if self.fraction_of == "epoch" and not epoch_steps:
+            raise EarlyBertError("search.fraction_of=epoch needs a known epoch length (not a streamed dataset): "
+                                 "use fraction_of=run")
+        unit = run_steps if self.fraction_of == "run" else epoch_steps
+
+        def steps(value: float) -> int:
+            return int(value) if value >= 1 else max(1, math.ceil(value * unit))
+
+        limit = steps(self.draw_at) if self.draw_at else steps(self.max_search_steps)
+        name = "draw_at" if self.draw_at else "max_search_steps"
+        if limit >= run_steps:
+            raise EarlyBertError(f"search.{name}={getattr(self, name)} is step {limit}, not before the end of the "
+                                 f"{run_steps}-step run: give a smaller step count or a fraction such as 0.1")
+        weights = default_weights if self.weights == "auto" else self.weights
+        return SearchSteps(check_every=steps(self.check_every), limit=limit, fixed=bool(self.draw_at),
+                           weights=weights, slim_steps=max(1, round(self.rewind_length * run_steps)))
+
+
+@dataclass(frozen=True)
+class SearchSteps:
+    """A search resolved to steps for one run."""
+
+    check_every: int
+    limit: int
+    """The draw happens here at the latest (the fixed draw point when `fixed`)."""
+    fixed: bool
+    weights: str
+    slim_steps: int
+    """Length of the slim stage after a rewind."""
+
+
+class TicketSearch:
+    """Coefficients, L1 penalty, mask checks and the early-bird detector of one search."""
+
+    def __init__(self, cfg: SearchConfig, steps: SearchSteps):
+        self.cfg, self.steps, self.spec = cfg, steps, cfg.spec()
+        self.detector = EarlyBirdDetector(cfg.window, cfg.threshold)
+
+    def attach(self, model: nn.Module) -> None:
+        """Attach fp32 coefficients (before the optimizer is built, so it sees them)."""
+        attach_coefficients(model)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        """The L1 term: add it once per optimizer step (divide by the accumulation steps per micro-batch)."""
+        return l1_penalty(model, self.cfg.lambda_heads, self.cfg.lambda_ffn)
+
+    def due(self, step: int) -> bool:
+        """Whether masks are checked after optimizer step `step` (1-based)."""
+        return step % self.steps.check_every == 0 or step >= self.steps.limit
+
+    def masks(self, head_scores, ffn_scores) -> tuple[list[torch.Tensor], list[torch.Tensor], bool]:
+        """(head masks, FFN masks, tied): `tied` when equal scores straddle a cut, so the masks are arbitrary."""
+        heads, ffn = self.spec.masks(head_scores, ffn_scores)
+        return heads, ffn, self.spec.tied(head_scores, ffn_scores)
+
+    def decide(self, step: int, heads, ffn, tied: bool) -> str | None:
+        """Feed the detector; 'fired', 'draw_at' or 'limit' when the ticket is to be drawn now, else None."""
+        fired = self.detector.update(step, heads, ffn, tied=tied)
+        if self.steps.fixed:
+            return "draw_at" if step >= self.steps.limit else None
+        if fired:
+            return "fired"
+        return "limit" if step >= self.steps.limit else None
+
+    def ticket(self, model_type: str, heads, ffn, coefficients: dict, step: int, why: str) -> Ticket:
+        """The ticket drawn at `step` for reason `why`, with its settings and distance history."""
+        s = self.spec
+        return Ticket.from_masks(
+            model_type, heads, ffn, coefficients=coefficients, step=step, fired=why == "fired", drawn_by=why,
+            distance_history=self.detector.history_dicts(), weights=self.steps.weights,
+            heads_ratio=s.heads_ratio, ffn_ratio=s.ffn_ratio, ffn_scope=s.ffn_scope,
+            min_heads_per_layer=s.min_heads_per_layer, ffn_round_to=s.ffn_round_to)
+
+    def observe(self, step: int, model: nn.Module) -> Ticket | None:
+        """After optimizer step `step`: check the masks when due; the ticket when it is drawn, else None."""
+        if not self.due(step):
+            return None
+        coefs = {"heads": head_coefficients(model), "ffn": ffn_coefficients(model)}
+        heads, ffn, tied = self.masks(coefs["heads"], coefs["ffn"])
+        why = self.decide(step, heads, ffn, tied)
+        return None if why is None else self.ticket(model.config.model_type, heads, ffn, coefs, step, why)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The detector's state (JSON-friendly); the settings come from the config."""
+        return self.detector.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`."""
+        self.detector.load_state_dict(state)
