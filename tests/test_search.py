@@ -9,8 +9,9 @@ from earlybert.ticket.search import SearchConfig, TicketSearch
 from tests.conftest import random_inputs, tiny_model
 
 
-@pytest.mark.parametrize(("examples", "run_steps", "check", "limit"), [(2_000, 126, 2, 13), (400_000, 25_000, 250, 2500)])
-def test_fractions_resolve_to_steps_for_two_data_sizes(examples, run_steps, check, limit):
+@pytest.mark.parametrize(("run_steps", "check", "limit"), [(126, 2, 13), (25_000, 250, 2500)])
+def test_fractions_resolve_to_steps_for_two_data_sizes(run_steps, check, limit):
+    """2,000 and 400,000 examples at batch 32 for 2 epochs: the same config, proportional steps."""
     steps = SearchConfig(check_every=0.01, max_search_steps=0.1).resolve(run_steps, run_steps // 2, "rewind")
     assert (steps.check_every, steps.limit, steps.fixed, steps.weights) == (check, limit, False, "rewind")
     assert steps.slim_steps == run_steps

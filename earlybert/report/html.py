@@ -128,9 +128,37 @@ def savings_rows(summary: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+STYLE = ("body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}img{max-width:100%}")
+
+
+def _write_html(path: Path, body: list[str]) -> Path:
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>EarlyBERT report</title>"
+                    f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
+    return path
+
+
+def write_comparison_report(folder: Path) -> Path:
+    """report.html for an `earlybert compare` folder: its table and comparison.png."""
+    data = json.loads((folder / "comparison.json").read_text())
+    header, _, *lines = (folder / "comparison.md").read_text().splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in [header, *lines]]
+    table = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells[0]) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+    machine = ", ".join(f"{k} {v}" for k, v in data.get("machine", {}).items())
+    body = [f"<h1>EarlyBERT comparison: {html.escape(folder.name)}</h1>",
+            f"<p>{len(data['runs'])} runs, seeds {data['compare']['seeds']}; measured on {html.escape(machine)}. "
+            "Training time includes the search; time saved is against the mean full run.</p>",
+            f"<table>{table}</table>", "<h2>Metric against training time</h2>",
+            "<img src='comparison.png' alt='metric against training time'>"]
+    return _write_html(folder / "report.html", body)
+
+
 def write_report(run_dir: str | Path) -> Path:
-    """Write the PNGs and report.html into the run folder; return the HTML path."""
+    """Write the PNGs and report.html into the run folder (or a comparison folder); return the HTML path."""
     run_dir = Path(run_dir)
+    if (run_dir / "comparison.json").is_file() and (run_dir / "comparison.md").is_file():
+        return write_comparison_report(run_dir)
     run = read_run(run_dir)
     summary, rows, ticket = run["summary"], run["rows"], run["ticket"]
     figures = []
@@ -163,9 +191,4 @@ def write_report(run_dir: str | Path) -> Path:
     if evals:
         body.append("<h2>Evaluation</h2><table>" + evals + "</table>")
     body += [f"<h2>{t}</h2><img src='{name}' alt='{t}'>" for name, t in figures]
-    style = ("body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}img{max-width:100%}")
-    out = run_dir / "report.html"
-    out.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>EarlyBERT report</title>"
-                   f"<style>{style}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
-    return out
+    return _write_html(run_dir / "report.html", body)
