@@ -114,6 +114,27 @@ def plot_loss(rows: list[dict], drawn_at: int | None, path: Path) -> None:
     plt.close(fig)
 
 
+def elapsed_seconds(rows: list[dict]) -> list[float]:
+    """Cumulative training seconds at each logged step (tokens / tokens_per_s: compute only, no checkpoints)."""
+    return list(np.cumsum([r["tokens"] / r["tokens_per_s"] for r in rows]))
+
+
+def plot_loss_against_time(curves: dict[str, list[dict]], path: Path) -> None:
+    """Training loss against wall-clock training time, one curve per run (smoothed)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, rows in curves.items():
+        k = max(1, min(10, len(rows) // 10))
+        loss = np.convolve([r["loss"] for r in rows], np.ones(k) / k, mode="valid")
+        ax.plot(elapsed_seconds(rows)[k - 1:], loss, lw=1.5, label=f"{name} ({len(rows)} steps)")
+    ax.set(xlabel="training time, s (measured)", ylabel="training loss", title="Loss against training time")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def savings_rows(summary: dict) -> list[tuple[str, str, str]]:
     """(quantity, full, slim) rows: params, FLOPs per token, heads, FFN neurons, step time."""
     full, slim = summary["full"], summary["slim"]
@@ -128,6 +149,7 @@ def savings_rows(summary: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+BASELINE_DIR = "full-baseline"  # a run's full-model baseline, when it has one beside it (the demo)
 STYLE = ("body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}img{max-width:100%}")
 
@@ -165,6 +187,11 @@ def write_report(run_dir: str | Path) -> Path:
     drawn = summary.get("ticket_step")
     plot_loss(rows, drawn, run_dir / "loss.png")
     figures.append(("loss.png", "Training loss"))
+    baseline = run_dir / BASELINE_DIR
+    if (baseline / "metrics.jsonl").is_file():  # the demo's full model, trained for the same steps
+        plot_loss_against_time({"EarlyBERT": rows, "full model": read_run(baseline)["rows"]},
+                               run_dir / "loss_vs_time.png")
+        figures.append(("loss_vs_time.png", "Loss against training time: EarlyBERT and the full model"))
     if ticket is not None:
         if any(r.get("heads_distance") is not None for r in rows):
             config = run_dir / "config.yaml"

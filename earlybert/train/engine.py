@@ -19,6 +19,11 @@ from earlybert.train.trainer_config import TrainConfig
 def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed JSON with its `auto` values (batch, accumulation, clipping) filled from `train`."""
     path = Path(train.deepspeed_config)
+    if not path.is_file() and path.parts[:1] == ("configs",):  # outside the repository: the packaged copy
+        from importlib.resources import files
+
+        packaged = Path(str(files("earlybert"))) / path
+        path = packaged if packaged.is_file() else path
     if not path.is_file():
         raise EarlyBertError(f"DeepSpeed config {path} does not exist: set train.deepspeed_config to a JSON file")
     try:
