@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run folder of a search (holds search/coefficients_step_*.safetensors)")
     p.add_argument("--heads-ratio", type=float, required=True, help="fraction of heads pruned per layer")
     p.add_argument("--ffn-ratio", type=float, required=True, help="fraction of FFN neurons pruned")
-    p.add_argument("--ffn-scope", default="global", choices=["global", "layer"], help="FFN ranking scope")
+    p.add_argument("--ffn-scope", default=None, choices=["global", "layer"],
+                   help="FFN ranking scope (default: the run's)")
     p.add_argument("--step", type=int, default=None,
                    help="check step whose coefficients to use (default: the drawn ticket's step, else the last)")
     p.add_argument("--output", required=True, help="ticket file to write")

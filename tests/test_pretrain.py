@@ -80,6 +80,22 @@ def test_draw_makes_other_tickets_from_the_saved_search(baseline, tmp_path):
     assert (same.heads, same.ffn) == (drawn.heads, drawn.ffn)
 
 
+def test_draw_at_the_runs_ratios_reproduces_a_rounded_ticket(pydoc_corpus, tmp_path):
+    run = tmp_path / "run"
+    result = run_earlybert("pretrain", *tiny_args(run, pydoc_corpus, tmp_path / "cache", "search.ffn_round_to=64",
+                                                  "search.ffn_scope=layer", "train.max_steps=30",
+                                                  "search.max_search_steps=12", "search.check_every=3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    drawn = Ticket.load(run / "ticket.json")
+    assert all(k % 64 == 0 for k in drawn.layer_ffn())
+    again = run_earlybert("draw", str(run), "--heads-ratio", "0.25", "--ffn-ratio", "0.4", "--output",
+                          str(tmp_path / "again.json"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    redrawn = Ticket.load(tmp_path / "again.json")
+    assert (redrawn.heads, redrawn.ffn) == (drawn.heads, drawn.ffn)
+    assert redrawn.metadata["ffn_round_to"] == 64 and redrawn.metadata["step"] == drawn.metadata["step"]
+
+
 @pytest.mark.parametrize("when", ["search", "right after the shrink", "slim"])
 def test_sigkill_then_resume_auto_ends_with_identical_weights(baseline, pydoc_corpus, tmp_path, when):
     drawn = json.loads((baseline / "summary.json").read_text())["ticket_step"]
@@ -107,6 +123,7 @@ def test_sigkill_then_resume_auto_ends_with_identical_weights(baseline, pydoc_co
 
 def test_two_ranks_and_one_rank_draw_the_same_ticket(pydoc_corpus, tmp_path):
     no_dropout = ["model.hidden_dropout=0", "model.attention_dropout=0", "train.max_steps=40",
+                  "search.max_search_steps=30",
                   "checkpoint.every=100"]
     one = tiny_args(tmp_path / "one", pydoc_corpus, tmp_path / "cache", *no_dropout)
     two = tiny_args(tmp_path / "two", pydoc_corpus, tmp_path / "cache", *no_dropout, "train.micro_batch_size=4")

@@ -20,6 +20,7 @@ def tiny_config(tmp_path, corpus, *extra):
     return load_config(PretrainConfig, REPO / "configs/pretrain/tiny.yaml",
                        [f"output_dir={tmp_path / 'run'}", f"data.train_files={corpus}",
                         f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=6", "checkpoint.every=2",
+                        "search.max_search_steps=5",
                         "log.progress_bar=false",
                         f"train.deepspeed_config={REPO / 'configs/deepspeed/cpu.json'}", *extra])
 

@@ -70,15 +70,6 @@ class FinetuneConfig:
             raise EarlyBertError(f"mode={self.mode!r} is unknown: use one of {', '.join(MODES)}")
 
 
-def _glue_features(tokenizer, examples, max_len: int, regression: bool) -> dict[str, torch.Tensor]:
-    columns = list(zip(*[e.texts for e in examples]))
-    enc = tokenizer(*columns[:2], truncation=True, max_length=max_len, padding="max_length", return_tensors="pt")
-    out = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    if examples[0].label is not None:
-        out["labels"] = torch.tensor([e.label for e in examples], dtype=torch.float if regression else torch.long)
-    return out
-
-
 def load_task_data(cfg: FinetuneConfig, tokenizer):
     """(kind, data, train features) for the configured task."""
     from earlybert.tasks import glue, squad
@@ -98,75 +89,73 @@ def load_task_data(cfg: FinetuneConfig, tokenizer):
     else:
         task = glue.get_task(cfg.task)
     data = glue.load_local(task, cfg.data_dir) if cfg.data_dir else glue.load_hub(task)
-    return "glue", data, _glue_features(tokenizer, data.train, cfg.max_seq_len, task.is_regression)
+    return "glue", data, glue.glue_features(tokenizer, data.train, cfg.max_seq_len, task.is_regression)
 
 
-def run(cfg: FinetuneConfig) -> dict:
-    """Fine-tune, evaluate on dev, write predictions and summary; returns the summary."""
-    from earlybert.data.corpus import BlockSampler, load_tokenizer
+def load_inputs(cfg: FinetuneConfig):
+    """(tokenizer, task kind, data, features, model, objective, search steps): every check before any folder.
+
+    Sets `train.max_steps` from `epochs` (the full run's length, which fractional search settings refer to).
+    """
+    from earlybert.data.corpus import load_tokenizer
     from earlybert.models.checkpoint import load_model
-    from earlybert.tasks.evaluation import evaluate_run
-    from earlybert.ticket.masks import MaskSpec, random_ticket
-    from earlybert.train.distributed import barrier, setup_distributed, teardown
-    from earlybert.train.engine import deepspeed_config
     from earlybert.train.objectives import ClassificationObjective, QuestionAnsweringObjective
-    from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir
-    from earlybert.train.trainer import Trainer
 
-    run_dir = Path(cfg.output_dir)
-    resume_from = resolve_resume(cfg.resume, run_dir)
-    check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     if not cfg.model:
         raise EarlyBertError("no model given: set model=FOLDER (a pretrained BERT/RoBERTa with its tokenizer)")
     tokenizer = load_tokenizer(cfg.model)
     kind, data, features = load_task_data(cfg, tokenizer)
-    n = len(next(iter(features.values())))
     t = cfg.train
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    global_batch = t.micro_batch_size * t.grad_accum * world
+    global_batch = t.micro_batch_size * t.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+    examples = len(next(iter(features.values())))
+    epoch_steps = math.ceil(examples / global_batch)
     if cfg.epochs > 0:
-        t.max_steps = max(1, math.ceil(cfg.epochs * n / global_batch))
+        t.max_steps = max(1, math.ceil(cfg.epochs * examples / global_batch))
     torch.manual_seed(cfg.seed)  # the task head's initialisation
     if kind == "squad":
         model, objective = load_model(cfg.model, task="question_answering"), QuestionAnsweringObjective
     else:
         model = load_model(cfg.model, task="sequence_classification", num_labels=data.task.num_labels)
         objective = ClassificationObjective
-    search = cfg.search
-    search.enabled = cfg.mode == "earlybert"
+    cfg.search.enabled = cfg.mode == "earlybert"
     # Fine-tuning tickets rewind to the pretrained weights (the authors' protocol) unless told otherwise.
-    steps = search.resolve(t.max_steps, math.ceil(n / global_batch), "rewind") if search.enabled else None
-    deepspeed_config(t, world)
+    steps = cfg.search.resolve(t.max_steps, epoch_steps, "rewind") if cfg.search.enabled else None
+    return tokenizer, kind, data, features, model, objective, steps
+
+
+def run(cfg: FinetuneConfig) -> dict:
+    """Fine-tune, evaluate on dev, write predictions and summary; returns the summary."""
+    from earlybert.data.batches import ExampleBatches
+    from earlybert.tasks.evaluation import evaluate_run
+    from earlybert.ticket.masks import random_ticket
+    from earlybert.train.distributed import barrier, setup_distributed, teardown
+    from earlybert.train.engine import deepspeed_config
+    from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
+    from earlybert.train.trainer import Trainer
+
+    run_dir = Path(cfg.output_dir)
+    resume_from = resolve_resume(cfg.resume, run_dir)
+    check_run_dir(run_dir, cfg.resume, cfg.overwrite)
+    tokenizer, kind, data, features, model, objective, steps = load_inputs(cfg)
+    deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
     dist = setup_distributed()
     try:
         start_run_dir(run_dir, cfg, cfg.overwrite, resume_from, dist.is_main)
         if cfg.mode == "random" and resume_from is None:
-            spec = MaskSpec(search.heads_ratio, search.ffn_ratio, search.ffn_scope, search.min_heads_per_layer,
-                            search.ffn_round_to)
-            ticket = random_ticket(model, spec, seed=cfg.seed)
             if dist.is_main:
-                ticket.save(run_dir / "ticket.json")
-            search.ticket = str(run_dir / "ticket.json")
+                random_ticket(model, cfg.search.spec(), seed=cfg.seed).save(run_dir / "ticket.json")
+            cfg.search.ticket = str(run_dir / "ticket.json")
         barrier()
-        sampler = BlockSampler(n, global_batch, cfg.seed)
-
-        def batches(step: int) -> list[dict[str, torch.Tensor]]:
-            ids = sampler.block_ids(sampler.sample_ids(step))
-            out = []
-            for micro in range(t.grad_accum):
-                start = (micro * dist.world_size + dist.rank) * t.micro_batch_size
-                rows = torch.from_numpy(ids[start:start + t.micro_batch_size])
-                out.append({k: v[rows] for k, v in features.items()})
-            return out
-
-        trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=t, search=search,
+        t = cfg.train
+        batches = ExampleBatches(features, t.micro_batch_size, t.grad_accum, dist.rank, dist.world_size, cfg.seed)
+        trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=t, search=cfg.search,
                           search_steps=steps, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
-                          seq_len=cfg.max_seq_len,
-                          save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
+                          seq_len=cfg.max_seq_len, save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
                           config_dict=to_dict(cfg), resume_from=resume_from)
         summary = trainer.fit()
         if dist.is_main:
             summary = evaluate_run(cfg, kind, data, tokenizer, run_dir, summary)
+            write_summary(run_dir, summary)
         barrier()
         return summary
     finally:

@@ -12,16 +12,11 @@ import torch
 
 from earlybert.config import config_from_cli, to_dict
 from earlybert.data.corpus import (
-    BlockSampler,
     DataConfig,
-    StreamingBlocks,
-    cached_blocks,
     cached_wordpiece,
     iter_dataset_documents,
     load_documents,
     load_tokenizer,
-    mask_tokens,
-    sentence_pairs,
 )
 from earlybert.errors import EarlyBertError
 from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
@@ -147,18 +142,8 @@ def get_tokenizer(cfg: PretrainConfig, docs: list[str], run_dir: Path):
     return cached_wordpiece(docs, cfg.model.vocab_size, cfg.data.cache_dir)
 
 
-def run(cfg: PretrainConfig) -> dict:
-    """Run (or resume) a pretraining job; returns the summary."""
-    from earlybert.train.distributed import barrier, setup_distributed, teardown
-    from earlybert.train.engine import deepspeed_config
-    from earlybert.train.objectives import MaskedLMObjective, PretrainingObjective
-    from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir
-    from earlybert.train.trainer import Trainer
-
-    run_dir = Path(cfg.output_dir)
-    resume_from = resolve_resume(cfg.resume, run_dir)
-    check_run_dir(run_dir, cfg.resume, cfg.overwrite)
-    # Everything that can reject the input runs before the process group starts: bad input fails fast.
+def load_inputs(cfg: PretrainConfig, run_dir: Path):
+    """(documents, tokenizer, model, search steps): everything that can reject the input, before any folder."""
     if cfg.data.streaming:  # the tokenizer (if trained) sees the stream's first documents only
         docs = list(itertools.islice(iter_dataset_documents(cfg.data), STREAM_TOKENIZER_DOCS))
         if not docs:
@@ -172,70 +157,42 @@ def run(cfg: PretrainConfig) -> dict:
                              "fractions of the run (fraction_of=run)")
     # Pretraining continues from the searched weights (the search steps count toward the run) unless told otherwise.
     steps = cfg.search.resolve(cfg.train.max_steps, None, "continue") if cfg.search.enabled else None
+    return docs, tokenizer, model, steps
+
+
+def run(cfg: PretrainConfig) -> dict:
+    """Run (or resume) a pretraining job; returns the summary."""
+    from earlybert.data.batches import PretrainBatches
+    from earlybert.train.distributed import barrier, setup_distributed, teardown
+    from earlybert.train.engine import deepspeed_config
+    from earlybert.train.objectives import MaskedLMObjective, PretrainingObjective
+    from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
+    from earlybert.train.trainer import Trainer
+
+    run_dir = Path(cfg.output_dir)
+    resume_from = resolve_resume(cfg.resume, run_dir)
+    check_run_dir(run_dir, cfg.resume, cfg.overwrite)
+    docs, tokenizer, model, steps = load_inputs(cfg, run_dir)
     deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
     dist = setup_distributed()
     try:
         start_run_dir(run_dir, cfg, cfg.overwrite, resume_from, dist.is_main)
-        if dist.is_main:
-            if not (run_dir / "tokenizer" / "tokenizer.json").is_file():
-                tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        if dist.is_main and not (run_dir / "tokenizer" / "tokenizer.json").is_file():
+            tokenizer.save_pretrained(str(run_dir / "tokenizer"))
         barrier()
         phases = cfg.resolved_phases()
-        t, vocab = cfg.train, len(tokenizer)
-        sources = {}  # seq_len -> (number of blocks or None when streamed, local sample ids -> blocks)
-        for phase in phases:
-            if phase.seq_len in sources:
-                continue
-            if cfg.data.streaming:
-                stream = StreamingBlocks(lambda: iter_dataset_documents(cfg.data), tokenizer, phase.seq_len)
-                sources[phase.seq_len] = (None, stream.take)
-                note = f"blocks of {phase.seq_len} tokens streamed from {cfg.data.dataset}"
-            else:
-                packed, key, hit = cached_blocks(docs, tokenizer, phase.seq_len, cfg.data.cache_dir)
-                sources[phase.seq_len] = (len(packed), packed)
-                note = (f"{len(docs)} documents, {len(packed)} blocks of {phase.seq_len} tokens "
-                        f"({'cache hit' if hit else 'packed and cached'}: {key})")
-            if dist.is_main:
-                print(f"data: {note}; vocabulary {vocab}", flush=True)
-        # Each phase numbers its samples after the previous phase's, so masking never repeats.
-        plan, first_step, first_sample = [], 0, 0
-        for phase in phases:
-            global_batch = phase.micro_batch_size * t.grad_accum * dist.world_size
-            sampler = BlockSampler(sources[phase.seq_len][0] or 1, global_batch, cfg.seed)
-            plan.append((first_step, first_step + phase.steps, first_sample, phase, sampler))
-            first_step, first_sample = first_step + phase.steps, first_sample + phase.steps * global_batch
-
-        def blocks_of(phase, sampler, local_ids):
-            count, source = sources[phase.seq_len]
-            return source(local_ids) if count is None else source[sampler.block_ids(local_ids)]
-
-        def batches(step: int) -> list[dict[str, torch.Tensor]]:
-            start_step, _, start_sample, phase, sampler = next(p for p in plan if p[0] <= step < p[1])
-            ids = start_sample + sampler.sample_ids(step - start_step)
-            out = []
-            for micro in range(t.grad_accum):  # rank r takes the r-th slice of each micro-batch round
-                start = (micro * dist.world_size + dist.rank) * phase.micro_batch_size
-                mine = ids[start:start + phase.micro_batch_size]
-                blocks = blocks_of(phase, sampler, mine - start_sample)
-                if cfg.data.nsp:
-                    blocks, types, nsp_labels = sentence_pairs(blocks, mine, tokenizer, cfg.seed)
-                batch = mask_tokens(blocks, mine, tokenizer, cfg.data.mlm_probability, cfg.seed, vocab)
-                if cfg.data.nsp:
-                    batch["token_type_ids"] = torch.from_numpy(types)
-                    batch["next_sentence_label"] = torch.from_numpy(nsp_labels)
-                out.append(batch)
-            return out
-
+        batches = PretrainBatches(cfg.data, phases, cfg.train.grad_accum, tokenizer, docs, dist.rank,
+                                  dist.world_size, cfg.seed, dist.is_main)
         torch.manual_seed(cfg.seed + dist.rank)
-        objective = PretrainingObjective if cfg.data.nsp else MaskedLMObjective
-        trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=cfg.train,
-                          search=cfg.search, search_steps=steps, checkpoint=cfg.checkpoint, log=cfg.log,
-                          run_dir=run_dir, dist=dist,
+        trainer = Trainer(model=model, objective_cls=PretrainingObjective if cfg.data.nsp else MaskedLMObjective,
+                          batches=batches, train=cfg.train, search=cfg.search, search_steps=steps,
+                          checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
                           seq_len=phases[0].seq_len, mlm_fraction=cfg.data.mlm_probability,
                           save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
                           config_dict=to_dict(cfg), resume_from=resume_from)
         summary = trainer.fit()
         if dist.is_main:
+            write_summary(run_dir, summary)
             print(f"done: {summary['steps']} steps; ticket drawn at step {summary['ticket_step']} "
                   f"(fired: {summary['fired']}); model in {run_dir / 'model'}", flush=True)
         return summary

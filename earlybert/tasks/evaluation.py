@@ -31,16 +31,16 @@ def predict_logits(model, inputs: dict[str, torch.Tensor], batch_size: int) -> l
 
 
 def _glue_predictions(model, task, examples, tokenizer, cfg) -> np.ndarray:
-    from earlybert.recipes.finetune import _glue_features
+    from earlybert.tasks.glue import glue_features
 
-    inputs = _glue_features(tokenizer, examples, cfg.max_seq_len, task.is_regression)
+    inputs = glue_features(tokenizer, examples, cfg.max_seq_len, task.is_regression)
     inputs.pop("labels", None)
     (logits,) = predict_logits(model, inputs, cfg.eval_batch_size)
     return logits[:, 0] if task.is_regression else logits.argmax(-1)
 
 
 def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) -> dict:
-    """Score the trained model on dev, write eval_results.json, predictions and the final summary.json."""
+    """Score the trained model on dev, write eval_results.json and predictions; return the summary with them."""
     from earlybert.models.checkpoint import load_model
     from earlybert.tasks import glue, squad
 
@@ -86,7 +86,6 @@ def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) 
             summary["baseline_train_time_s"] = full["train_time_s"]
             summary["time_saved"] = 1.0 - summary["train_time_s"] / full["train_time_s"]
             summary["baseline_eval"] = full.get("eval", {})
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 

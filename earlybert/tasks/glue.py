@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from earlybert.errors import EarlyBertError
 from earlybert.tasks import metrics as M
 
@@ -206,3 +208,13 @@ def label_name(task: GlueTask, prediction: float | int) -> str:
     if task.is_regression:
         return f"{min(5.0, max(0.0, float(prediction))):.3f}"
     return task.labels[int(prediction)]
+
+
+def glue_features(tokenizer, examples, max_len: int, regression: bool) -> dict[str, torch.Tensor]:
+    """Tokenized inputs (and labels when the examples have them), padded to `max_len`."""
+    columns = list(zip(*[e.texts for e in examples]))
+    enc = tokenizer(*columns[:2], truncation=True, max_length=max_len, padding="max_length", return_tensors="pt")
+    out = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    if examples[0].label is not None:
+        out["labels"] = torch.tensor([e.label for e in examples], dtype=torch.float if regression else torch.long)
+    return out

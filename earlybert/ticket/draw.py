@@ -8,7 +8,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from earlybert.errors import EarlyBertError
-from earlybert.ticket.masks import MaskSpec
+from earlybert.ticket.masks import MaskSpec, check_ratio
 from earlybert.ticket.ticket import Ticket
 
 
@@ -22,17 +22,37 @@ def coefficient_files(run_dir: str | Path) -> dict[int, Path]:
     return dict(sorted(files.items()))
 
 
+def run_ticket(run_dir: str | Path) -> dict | None:
+    """The run's own ticket.json as a dict (None when the run has not drawn one)."""
+    path = Path(run_dir) / "ticket.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EarlyBertError(f"{path} is not a valid ticket (corrupt JSON): pass --step to draw from the saved "
+                             "coefficients without it, or restore the file") from None
+
+
 def draw_from_run(run_dir: str | Path, heads_ratio: float, ffn_ratio: float, output: str | Path,
-                  step: int | None = None, ffn_scope: str = "global", overwrite: bool = False) -> Ticket:
-    """Masks at new ratios from the coefficients saved at `step` (default: the drawn ticket's step, else the last)."""
-    spec = MaskSpec(heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, ffn_scope=ffn_scope)
+                  step: int | None = None, ffn_scope: str | None = None, overwrite: bool = False) -> Ticket:
+    """Masks at new ratios from the coefficients saved at `step` (default: the drawn ticket's step, else the last).
+
+    The rest of the mask spec (FFN scope, head floor, FFN rounding) is the run's own, from its ticket.json, so
+    a ticket drawn at the run's ratios and step equals the run's ticket.
+    """
+    check_ratio("heads_ratio", heads_ratio)
+    check_ratio("ffn_ratio", ffn_ratio)
     output = Path(output)
     if output.exists() and not overwrite:
         raise EarlyBertError(f"{output} exists: choose another --output or pass --overwrite")
     files = coefficient_files(run_dir)
+    meta = run_ticket(run_dir) or {}
+    spec = MaskSpec(heads_ratio=heads_ratio, ffn_ratio=ffn_ratio,
+                    ffn_scope=ffn_scope or meta.get("ffn_scope", "global"),
+                    min_heads_per_layer=meta.get("min_heads_per_layer", 1), ffn_round_to=meta.get("ffn_round_to", 1))
     if step is None:
-        ticket_file = Path(run_dir) / "ticket.json"
-        drawn = json.loads(ticket_file.read_text()).get("step") if ticket_file.is_file() else None
+        drawn = meta.get("step")
         step = drawn if drawn in files else max(files)
     if step not in files:
         raise EarlyBertError(f"no coefficients saved at step {step}: available steps are {', '.join(map(str, files))}")
@@ -45,6 +65,7 @@ def draw_from_run(run_dir: str | Path, heads_ratio: float, ffn_ratio: float, out
     heads, ffn = spec.masks(heads_c, ffn_c)
     ticket = Ticket.from_masks(meta["model_type"], heads, ffn, coefficients={"heads": heads_c, "ffn": ffn_c},
                                step=step, source_run=str(run_dir), heads_ratio=heads_ratio, ffn_ratio=ffn_ratio,
-                               ffn_scope=ffn_scope)
+                               ffn_scope=spec.ffn_scope, min_heads_per_layer=spec.min_heads_per_layer,
+                               ffn_round_to=spec.ffn_round_to)
     ticket.save(output)
     return ticket

@@ -107,7 +107,7 @@ class SearchConfig:
         limit = steps(self.draw_at) if self.draw_at else steps(self.max_search_steps)
         name = "draw_at" if self.draw_at else "max_search_steps"
         if limit >= run_steps:
-            raise EarlyBertError(f"search.{name}={getattr(self, name)} is step {limit}, not before the end of the "
+            raise EarlyBertError(f"search.{name}={getattr(self, name):g} is step {limit}, not before the end of the "
                                  f"{run_steps}-step run: give a smaller step count or a fraction such as 0.1")
         weights = default_weights if self.weights == "auto" else self.weights
         return SearchSteps(check_every=steps(self.check_every), limit=limit, fixed=bool(self.draw_at),
@@ -130,7 +130,14 @@ class SearchSteps:
 class TicketSearch:
     """Coefficients, L1 penalty, mask checks and the early-bird detector of one search."""
 
-    def __init__(self, cfg: SearchConfig, steps: SearchSteps):
+    def __init__(self, cfg: SearchConfig | None = None, steps: SearchSteps | None = None, *,
+                 run_steps: int | None = None, epoch_steps: int | None = None):
+        """`steps` as resolved by a recipe, or `run_steps` (and `epoch_steps`) to resolve `cfg` here."""
+        cfg = cfg or SearchConfig()
+        if steps is None:
+            if run_steps is None:
+                raise EarlyBertError("TicketSearch needs steps= or run_steps=: the search is sized by its run")
+            steps = cfg.resolve(run_steps, epoch_steps, "continue")
         self.cfg, self.steps, self.spec = cfg, steps, cfg.spec()
         self.detector = EarlyBirdDetector(cfg.window, cfg.threshold)
 

@@ -178,3 +178,8 @@ def start_run_dir(run_dir: Path, cfg: Any, overwrite: bool, resume_from: Path | 
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, run_dir / "config.yaml")
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """summary.json, written atomically and only by the recipes, last: its presence marks a finished run."""
+    _write_json_atomically(Path(run_dir) / "summary.json", summary)

@@ -307,6 +307,5 @@ class Trainer:
                     self.save_extras(tmp)
 
             write_dir_atomically(self.run_dir / "model", write, overwrite=True)
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         barrier()
         return summary

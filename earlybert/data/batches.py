@@ -1,0 +1,109 @@
+"""Per-step batches for the trainer: `PretrainBatches` (phases of packed or streamed blocks, masked on the fly)
+and `ExampleBatches` (tokenized task examples). Both give this rank's micro-batches of optimizer step `step`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from earlybert.data.corpus import (
+    BlockSampler,
+    StreamingBlocks,
+    cached_blocks,
+    iter_dataset_documents,
+    mask_tokens,
+    sentence_pairs,
+)
+
+
+def rank_slices(ids: np.ndarray, grad_accum: int, micro: int, rank: int, world: int) -> list[np.ndarray]:
+    """This rank's sample ids of each micro-batch round: rank r takes the r-th slice of every round."""
+    return [ids[(m * world + rank) * micro:(m * world + rank + 1) * micro] for m in range(grad_accum)]
+
+
+@dataclass
+class PhaseSpan:
+    """Where one phase sits in the run: its steps, the sample numbers it starts at, how it samples."""
+
+    first_step: int
+    end_step: int
+    first_sample: int
+    seq_len: int
+    micro_batch_size: int
+    sampler: BlockSampler
+    blocks: Callable[[np.ndarray], np.ndarray]
+    """Local sample ids -> token blocks."""
+
+
+class PretrainBatches:
+    """Masked-LM (optionally NSP) batches through the phases; masking is keyed by sample id, so it is the same
+    whatever the number of ranks, and never repeats across phases."""
+
+    def __init__(self, data_cfg, phases: list, grad_accum: int, tokenizer, docs: list[str], rank: int, world: int,
+                 seed: int, is_main: bool = True):
+        self.cfg, self.tokenizer, self.seed = data_cfg, tokenizer, seed
+        self.grad_accum, self.rank, self.world = grad_accum, rank, world
+        sources: dict[int, tuple[int | None, Callable]] = {}
+        for phase in phases:
+            if phase.seq_len not in sources:
+                sources[phase.seq_len] = self._source(docs, phase.seq_len, is_main)
+        self.spans, step, sample = [], 0, 0
+        for phase in phases:
+            count, blocks = sources[phase.seq_len]
+            global_batch = phase.micro_batch_size * grad_accum * world
+            sampler = BlockSampler(count or 1, global_batch, seed)
+            take = blocks if count is None else (lambda ids, b=blocks, s=sampler: b[s.block_ids(ids)])
+            self.spans.append(PhaseSpan(step, step + phase.steps, sample, phase.seq_len, phase.micro_batch_size,
+                                        sampler, take))
+            step, sample = step + phase.steps, sample + phase.steps * global_batch
+
+    def _source(self, docs: list[str], seq_len: int, is_main: bool) -> tuple[int | None, Callable]:
+        if self.cfg.streaming:
+            stream = StreamingBlocks(lambda: iter_dataset_documents(self.cfg), self.tokenizer, seq_len)
+            note = f"blocks of {seq_len} tokens streamed from {self.cfg.dataset}"
+            count, source = None, stream.take
+        else:
+            packed, key, hit = cached_blocks(docs, self.tokenizer, seq_len, self.cfg.cache_dir)
+            note = (f"{len(docs)} documents, {len(packed)} blocks of {seq_len} tokens "
+                    f"({'cache hit' if hit else 'packed and cached'}: {key})")
+            count, source = len(packed), packed
+        if is_main:
+            print(f"data: {note}; vocabulary {len(self.tokenizer)}", flush=True)
+        return count, source
+
+    def __call__(self, step: int) -> list[dict[str, torch.Tensor]]:
+        span = next(s for s in self.spans if s.first_step <= step < s.end_step)
+        ids = span.first_sample + span.sampler.sample_ids(step - span.first_step)
+        return [self._batch(span, mine) for mine in
+                rank_slices(ids, self.grad_accum, span.micro_batch_size, self.rank, self.world)]
+
+    def _batch(self, span: PhaseSpan, sample_ids: np.ndarray) -> dict[str, torch.Tensor]:
+        blocks = span.blocks(sample_ids - span.first_sample)
+        if self.cfg.nsp:
+            blocks, types, nsp_labels = sentence_pairs(blocks, sample_ids, self.tokenizer, self.seed)
+        batch = mask_tokens(blocks, sample_ids, self.tokenizer, self.cfg.mlm_probability, self.seed,
+                            len(self.tokenizer))
+        if self.cfg.nsp:
+            batch["token_type_ids"] = torch.from_numpy(types)
+            batch["next_sentence_label"] = torch.from_numpy(nsp_labels)
+        return batch
+
+
+class ExampleBatches:
+    """Rows of tokenized task features, shuffled by a seeded sampler."""
+
+    def __init__(self, features: dict[str, torch.Tensor], micro_batch_size: int, grad_accum: int, rank: int,
+                 world: int, seed: int):
+        self.features, self.micro, self.grad_accum, self.rank, self.world = (features, micro_batch_size, grad_accum,
+                                                                             rank, world)
+        self.count = len(next(iter(features.values())))
+        self.sampler = BlockSampler(self.count, micro_batch_size * grad_accum * world, seed)
+
+    def __call__(self, step: int) -> list[dict[str, Any]]:
+        ids = self.sampler.block_ids(self.sampler.sample_ids(step))
+        return [{k: v[torch.from_numpy(rows)] for k, v in self.features.items()}
+                for rows in rank_slices(ids, self.grad_accum, self.micro, self.rank, self.world)]

@@ -1,0 +1,1 @@
+"""Integrations with other training front ends (Hugging Face Trainer)."""

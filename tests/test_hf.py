@@ -1,0 +1,155 @@
+"""The Hugging Face Trainer integration: search, draw, shrink and slim training inside `transformers.Trainer`."""
+
+import csv
+import json
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+import earlybert  # noqa: F401
+from earlybert.integrations.hf import EarlyBertTrainer
+from earlybert.ticket.coefficients import ffn_coefficients, head_coefficients
+from earlybert.ticket.search import SearchConfig
+from tests.conftest import SHARED
+
+BBC = SHARED / "data" / "bbc-topic"
+
+
+class Examples(torch.utils.data.Dataset):
+    def __init__(self, features: dict):
+        self.features = features
+
+    def __len__(self):
+        return len(self.features["labels"])
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.features.items()}
+
+
+@pytest.fixture(scope="module")
+def bbc(minilm_path):
+    """128 training and 48 dev articles of the real bbc-topic task, tokenized with MiniLM's vocabulary."""
+    if not BBC.is_dir():
+        pytest.skip(f"{BBC} is missing: the real labelled task lives in ../shared/data")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+
+    def read(split, n):
+        with open(BBC / f"{split}.tsv", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:n]
+        enc = tokenizer([r["sentence"] for r in rows], truncation=True, max_length=32, padding="max_length",
+                        return_tensors="pt")
+        return Examples({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                         "labels": torch.tensor([int(r["label"]) for r in rows])})
+
+    return read("train", 128), read("dev", 48), tokenizer
+
+
+def two_layer_bert(seed: int = 0):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_labels=5, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertForSequenceClassification(config)
+
+
+def arguments(out, **extra):
+    settings = {"per_device_train_batch_size": 8, "num_train_epochs": 2, "learning_rate": 1e-3,
+                "report_to": [], "save_strategy": "no", "logging_steps": 100, "use_cpu": True,
+                "disable_tqdm": True, "seed": 7, **extra}
+    return TrainingArguments(output_dir=str(out), **settings)
+
+
+def test_trainer_searches_draws_shrinks_and_saves_a_loadable_slim_model(bbc, tmp_path):
+    train, dev, tokenizer = bbc
+    search = SearchConfig(check_every=1, window=2, threshold=1.0, max_search_steps=0.25, heads_ratio=0.5,
+                          ffn_ratio=0.5)
+    trainer = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path), train_dataset=train,
+                               eval_dataset=dev, processing_class=tokenizer, search=search)
+    result = trainer.train()
+    ticket = json.loads((tmp_path / "ticket.json").read_text())
+    # Any two untied checks in a row fire (threshold 1.0), well before the limit (step 8 of the 32-step run);
+    # Adam's first steps move coefficients by +-lr alike, so the first checks are ties and cannot fire.
+    assert ticket["drawn_by"] == "fired" and ticket["fired"] and 2 <= ticket["step"] < 8
+    assert ticket["distance_history"][0]["tied"] and not ticket["distance_history"][-1]["tied"]
+    assert [sum(layer) for layer in ticket["heads"]] == [2, 2]
+    assert result.global_step == 32  # rewind: the slim model trains as long as the full run
+    assert type(trainer.model).__name__ == "SlimBertForSequenceClassification"
+    assert "eval_loss" in trainer.evaluate()
+    assert trainer.predict(dev).predictions.shape == (48, 5)
+    trainer.save_model(str(tmp_path / "saved"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
+    batch = {k: dev.features[k][:8] for k in ("input_ids", "attention_mask")}
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**batch).logits, trainer.model(**batch).logits, atol=1e-6)
+
+
+class FirstGradients(TrainerCallback):
+    """The coefficient gradients just before the first optimizer step."""
+
+    def __init__(self):
+        self.grads = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.grads is None:
+            self.grads = [c.grad.clone() for c in head_coefficients(model) + ffn_coefficients(model)]
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_the_l1_term_counts_once_per_optimizer_step(bbc, tmp_path, accumulation):
+    train, _, _ = bbc
+    grads = {}
+    for lam in (0.0, 0.5):
+        probe = FirstGradients()
+        search = SearchConfig(lambda_heads=lam, lambda_ffn=lam, max_search_steps=0.5)
+        trainer = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path / str(lam), max_steps=4,
+                                   gradient_accumulation_steps=accumulation, per_device_train_batch_size=4,
+                                   max_grad_norm=0.0),  # clipping would rescale what is measured
+                                   train_dataset=train, callbacks=[probe], search=search)
+        trainer.train()
+        grads[lam] = probe.grads
+    # All coefficients start at +1: the L1 term adds exactly lambda * sign(c) = 0.5 to every gradient.
+    for with_l1, without in zip(grads[0.5], grads[0.0]):
+        assert torch.allclose(with_l1 - without, torch.full_like(without, 0.5), atol=1e-5)
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("interrupted on purpose")
+
+
+def test_a_checkpoint_taken_during_the_search_resumes(bbc, tmp_path):
+    train, dev, _ = bbc
+    search = SearchConfig(check_every=1, window=3, threshold=0.0, max_search_steps=8)
+    settings = {"save_strategy": "steps", "save_steps": 4, "max_steps": 16}
+    reference = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path / "ref", **settings),
+                                 train_dataset=train, search=search)
+    reference.train()
+    interrupted = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path / "run", **settings),
+                                   train_dataset=train, search=search, callbacks=[StopAt(6)])
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    assert (tmp_path / "run" / "checkpoint-4").is_dir() and not (tmp_path / "run" / "ticket.json").exists()
+    resumed = EarlyBertTrainer(model=two_layer_bert(seed=1), args=arguments(tmp_path / "run", **settings),
+                               train_dataset=train, search=search)
+    resumed.train(resume_from_checkpoint=True)
+    expected = json.loads((tmp_path / "ref" / "ticket.json").read_text())
+    got = json.loads((tmp_path / "run" / "ticket.json").read_text())
+    assert (got["step"], got["heads"], got["ffn"]) == (expected["step"], expected["heads"], expected["ffn"])
+    assert len(got["distance_history"]) == len(expected["distance_history"])
+    batch = {k: dev.features[k][:8] for k in ("input_ids", "attention_mask")}
+    reference.model.eval()
+    resumed.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(reference.model(**batch).logits, resumed.model(**batch).logits, atol=1e-4)
