@@ -45,7 +45,11 @@ def _info(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from earlybert.recipes.demo import run_demo
 
-    run_demo(args.output, overwrite=args.overwrite)
+    pretrain = [f"train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []
+    if args.pretrain_steps:  # keep the search limit inside the shorter run
+        pretrain.append(f"search.max_search_steps={max(1, args.pretrain_steps // 2)}")
+    finetune = [f"epochs={args.finetune_epochs}"] if args.finetune_epochs else []
+    run_demo(args.output, overwrite=args.overwrite, pretrain_overrides=pretrain, finetune_overrides=finetune)
 
 
 def _draw(args: argparse.Namespace) -> None:
@@ -127,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the embedded demo")
     p.add_argument("--output", default="runs/demo", help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--pretrain-steps", type=int, default=0, help="pretraining steps (default: the demo config's)")
+    p.add_argument("--finetune-epochs", type=float, default=0, help="fine-tuning epochs (default: the config's)")
     p.set_defaults(func=_demo)
     return parser
 
