@@ -46,7 +46,10 @@ def test_bad_yaml_files(tmp_path):
 
 def test_help_lists_every_key_with_its_docstring():
     lines = help_text(PretrainConfig)
-    assert any(line.startswith("  train.max_steps (int, default 1000): Optimizer steps in all") for line in lines)
+    assert any(line.startswith("  train.max_steps (int, default 1000): Optimizer steps of the run")
+               for line in lines)
+    assert any(line.startswith("  search.max_search_steps (float, default 0.2): Draw here if nothing fired")
+               for line in lines)
     assert any("data.train_files" in line and "documents separated by blank lines" in line for line in lines)
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
 

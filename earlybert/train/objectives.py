@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from earlybert.models.adapters import get_adapter
 from earlybert.ticket.coefficients import has_coefficients, l1_penalty
+
+
+class Stat(IntEnum):
+    """Positions in the stats vector an objective returns (the trainer appends the token count)."""
+
+    LOSS_SUM = 0
+    CORRECT = 1
+    COUNT = 2
+    L1 = 3
+    TOKENS = 4
 
 
 class Objective(nn.Module):

@@ -10,6 +10,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,22 @@ from earlybert.ticket.ticket import Ticket
 from earlybert.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object
 from earlybert.train.engine import build_engine, carry_optimizer_state
 from earlybert.train.logger import RunLogger
-from earlybert.train.objectives import Objective
+from earlybert.train.objectives import Objective, Stat
 from earlybert.train.run_checkpoint import RunCheckpointer, latest_checkpoint
 from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
 Batches = Callable[[int], list[dict[str, torch.Tensor]]]
+
+
+class Stage(str, Enum):
+    """What the model is doing: searching (coefficients + L1), slim (after the shrink), full (as it is)."""
+
+    SEARCH = "search"
+    SLIM = "slim"
+    FULL = "full"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Trainer:
@@ -69,20 +81,20 @@ class Trainer:
     def _start(self, model: torch.nn.Module) -> None:
         if self.search.ticket:
             self.ticket = Ticket.load(self.search.ticket)
-            model, self.stage = shrink_model(model, self.ticket), "slim"
+            model, self.stage = shrink_model(model, self.ticket), Stage.SLIM
         elif self.ticket_search is not None:
             if self.ticket_search.steps.weights == "rewind" and self.dist.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                           str(self.run_dir / "init_weights.safetensors"))
             attach_coefficients(model)
-            self.stage = "search"
+            self.stage = Stage.SEARCH
         else:
-            self.stage = "full"
+            self.stage = Stage.FULL
         self.engine = self._engine(model)
 
     def _engine(self, model: torch.nn.Module):
-        searching = self.stage == "search"
+        searching = self.stage == Stage.SEARCH
         objective = self.objective_cls(model, self.search.lambda_heads if searching else 0.0,
                                        self.search.lambda_ffn if searching else 0.0)
         engine = build_engine(objective, self.train, self.dist, self.search.coefficient_lr if searching else 0.0)
@@ -91,18 +103,18 @@ class Trainer:
 
     def _resume(self, model: torch.nn.Module, folder: Path) -> None:
         state = self.checkpointer.read_state(folder)
-        self.stage, self.step = state["stage"], state["step"]
+        self.stage, self.step = Stage(state["stage"]), state["step"]
         self.times, self.steps_in, self.tokens = state["times"], state["steps_in"], state["tokens"]
         self.end_step, self.slim_start = state.get("end_step", self.train.max_steps), state.get("slim_start")
         if self.ticket_search is not None:
             self.ticket_search.load_state_dict(state["detector"])
         if (folder / "ticket.json").is_file():
             self.ticket = Ticket.from_dict(json.loads((folder / "ticket.json").read_text()))
-        if self.stage == "slim":
+        if self.stage == Stage.SLIM:
             adapter = get_adapter(model)
             config = adapter.slim_config.from_dict(json.loads((folder / "slim_config.json").read_text()))
             model = adapter.slim_classes[self.task](config)
-        elif self.stage == "search":
+        elif self.stage == Stage.SEARCH:
             attach_coefficients(model)
         self.engine = self._engine(model)
         self.checkpointer.load(self.engine, folder)
@@ -121,15 +133,15 @@ class Trainer:
             started = time.perf_counter()
             metrics = self._train_step()
             self.step += 1
-            if stage == "search":
+            if stage == Stage.SEARCH:
                 metrics.update(self._search_check())
             # Stage time is compute plus detector checks; the shrink is timed on its own.
             elapsed = time.perf_counter() - started - metrics.pop("shrink_s", 0.0)
-            self.times[stage] = self.times.get(stage, 0.0) + elapsed
-            self.steps_in[stage] = self.steps_in.get(stage, 0) + 1
-            metrics.update(tokens_per_s=metrics["tokens"] / elapsed, stage=stage)
+            self.times[stage.value] = self.times.get(stage.value, 0.0) + elapsed
+            self.steps_in[stage.value] = self.steps_in.get(stage.value, 0) + 1
+            metrics.update(tokens_per_s=metrics["tokens"] / elapsed, stage=stage.value)
             self.logger.log(self.step, metrics)
-            shrunk_now = stage == "search" and self.stage == "slim"
+            shrunk_now = stage == Stage.SEARCH and self.stage == Stage.SLIM
             if shrunk_now or self.step % self.ckpt_cfg.every == 0 or self.step == self.end_step:
                 self.save_checkpoint()
         summary = self._finish()
@@ -146,7 +158,7 @@ class Trainer:
         lr = self._lr()
         for group in self.engine.optimizer.param_groups:
             group["lr"] = self.search.coefficient_lr if group.get("coefficients") else lr
-        totals = torch.zeros(5)
+        totals = torch.zeros(len(Stat))
         micro_batches = self.batches(self.step)
         global_count = all_reduce_sum(torch.tensor([float(sum(map(self.objective_cls.count, micro_batches)))]))
         # DeepSpeed divides by accumulation steps and averages ranks: scale so the result is the global mean.
@@ -161,17 +173,18 @@ class Trainer:
             if i == len(micro_batches) - 1:  # before the optimizer step at the accumulation boundary
                 self._check_gradients()
             self.engine.step()
-            totals[:4] += stats.detach().cpu().float()
-            totals[4] += batch["input_ids"].numel()
+            totals[:Stat.TOKENS] += stats.detach().cpu().float()
+            totals[Stat.TOKENS] += batch["input_ids"].numel()
         all_reduce_sum(totals)
-        count = max(totals[2].item(), 1.0)
-        tokens = int(totals[4].item())
+        count = max(totals[Stat.COUNT].item(), 1.0)
+        tokens = int(totals[Stat.TOKENS].item())
         self.tokens += tokens
         seq_len = micro_batches[0]["input_ids"].shape[1]
-        metrics = {"loss": totals[0].item() / count, "accuracy": totals[1].item() / count, "lr": lr,
+        metrics = {"loss": totals[Stat.LOSS_SUM].item() / count, "accuracy": totals[Stat.CORRECT].item() / count,
+                   "lr": lr,
                    "tokens": tokens, "flops_per_step": self._flops_per_token(seq_len) * tokens}
-        if self.stage == "search":
-            metrics["l1"] = totals[3].item() / (len(micro_batches) * self.dist.world_size)
+        if self.stage == Stage.SEARCH:
+            metrics["l1"] = totals[Stat.L1].item() / (len(micro_batches) * self.dist.world_size)
         return metrics
 
     def _check_gradients(self) -> None:
@@ -263,7 +276,7 @@ class Trainer:
         else:
             slim = shrink_model(model, self.ticket, fold_coefficients=self.search.fold_coefficients)
         old = self.engine
-        self.stage = "slim"
+        self.stage = Stage.SLIM
         self._flops_cache.clear()
         self.engine = self._engine(slim)
         carried = not rewind and carry_optimizer_state(old, model, self.engine, slim, plan)
@@ -274,24 +287,24 @@ class Trainer:
     # ---- checkpoints and outputs --------------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Checkpoint everything needed to continue exactly (collective)."""
-        state = {"step": self.step, "stage": self.stage, "times": self.times, "steps_in": self.steps_in,
+        state = {"step": self.step, "stage": self.stage.value, "times": self.times, "steps_in": self.steps_in,
                  "tokens": self.tokens, "end_step": self.end_step, "slim_start": self.slim_start,
                  "detector": self.ticket_search.state_dict() if self.ticket_search else None, "task": self.task}
         files = {}
         if self.ticket is not None:
             files["ticket.json"] = self.ticket.to_dict()
-        if self.stage == "slim":
+        if self.stage == Stage.SLIM:
             files["slim_config.json"] = self.model.config.to_dict()
         self.checkpointer.save(self.engine, self.step, state, files)
 
     def _finish(self) -> dict[str, Any]:
         model = self.model
-        if self.stage == "search":  # the budget ended before the draw: save the plain model
+        if self.stage == Stage.SEARCH:  # the budget ended before the draw: save the plain model
             model = copy.deepcopy(model)
             detach_coefficients(model)
         final = accounting(model, self.seq_len, self.mlm_fraction)
         summary = {
-            "stage": self.stage, "steps": self.step, "tokens": self.tokens,
+            "stage": self.stage.value, "steps": self.step, "tokens": self.tokens,
             "time_s": dict(self.times), "steps_in": dict(self.steps_in),
             "step_time_s": {k: self.times[k] / n for k, n in self.steps_in.items() if n},
             "ticket_step": self.ticket.metadata.get("step") if self.ticket else None,
