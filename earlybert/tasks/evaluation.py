@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from earlybert.errors import EarlyBertError
+from earlybert.tasks import glue
 
 SUBMISSION_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B",
                     "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "mnli": "MNLI", "custom": "custom"}
@@ -39,10 +40,20 @@ def _glue_predictions(model, task, examples, tokenizer, cfg) -> np.ndarray:
     return logits[:, 0] if task.is_regression else logits.argmax(-1)
 
 
+def _write_predictions(path: Path, task, examples, preds, exact: bool = False) -> None:
+    """index<TAB>prediction rows; `exact` keeps regression values unclipped and unrounded (dev scoring)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["index", "prediction"])
+        for example, p in zip(examples, preds):
+            value = repr(float(p)) if exact and task.is_regression else glue.label_name(task, p)
+            writer.writerow([example.index, value])
+
+
 def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) -> dict:
     """Score the trained model on dev, write eval_results.json and predictions; return the summary with them."""
     from earlybert.models.checkpoint import load_model
-    from earlybert.tasks import glue, squad
+    from earlybert.tasks import squad
 
     model = load_model(run_dir / "model")
     results: dict[str, float] = {}
@@ -53,14 +64,13 @@ def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) 
             scores = glue.score(task, list(preds), [e.label for e in examples])
             suffix = "" if i == 0 else "_mm"  # MNLI: matched first, then mismatched
             results.update({f"{k}{suffix}": v for k, v in scores.items()})
+            # The format `earlybert evaluate glue` reads (and the submission files use).
+            _write_predictions(run_dir / f"dev{'' if i == 0 else '_mismatched'}_predictions.tsv", task, examples, preds,
+                               exact=True)
         for split, examples in data.test.items():
             preds = _glue_predictions(model, task, examples, tokenizer, cfg)
             name = SUBMISSION_NAMES[task.name] + ({"test_matched": "-m", "test_mismatched": "-mm"}.get(split, ""))
-            with open(run_dir / f"{name}.tsv", "w", encoding="utf-8", newline="") as f:
-                writer = csv.writer(f, delimiter="\t")
-                writer.writerow(["index", "prediction"])
-                for example, p in zip(examples, preds):
-                    writer.writerow([example.index, glue.label_name(task, p)])
+            _write_predictions(run_dir / f"{name}.tsv", task, examples, preds)
     else:
         _, dev = data
         inputs, example_of, offsets = squad.eval_features(tokenizer, dev, cfg.max_seq_len, cfg.doc_stride)
@@ -108,8 +118,6 @@ def evaluate_squad_files(data: str, predictions: str, na_probs: str | None = Non
 
 def evaluate_glue_files(task_name: str, data_dir: str, predictions: str) -> dict[str, float]:
     """Score a dev-set prediction TSV (`index<TAB>prediction`, as the submission files) against data_dir's dev file."""
-    from earlybert.tasks import glue
-
     task = glue.get_task(task_name)
     data = glue.load_local(task, data_dir)
     examples = next(iter(data.dev.values()))
