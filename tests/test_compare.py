@@ -34,25 +34,29 @@ def test_two_modes_two_seeds_write_the_table_plot_and_report(task, tmp_path, cap
     from earlybert.report.html import write_report
 
     out = tmp_path / "cmp"
-    assert compare_main(args(task, out, "compare.modes=[full,earlybert]", "compare.seeds=[3,4]")) == 0
+    assert compare_main(args(task, out, "compare.modes=[full,earlybert]", "compare.seeds=[3,4]",
+                             "compare.weights=[rewind,continue]")) == 0
     data = json.loads((out / "comparison.json").read_text())
-    assert [(r["variant"], r["seed"]) for r in data["runs"]] == [("full", 3), ("earlybert", 3), ("full", 4),
-                                                                 ("earlybert", 4)]
+    order = ["full", "earlybert-rewind", "earlybert-continue"]
+    assert [(r["variant"], r["seed"]) for r in data["runs"]] == [(v, s) for s in (3, 4) for v in order]
     rows = {r["variant"]: r for r in data["rows"]}
-    assert set(rows) == {"full", "earlybert"} and all(r["runs"] == 2 for r in rows.values())
-    runs = data["runs"]
-    full_mean = (runs[0]["train_time_s"] + runs[2]["train_time_s"]) / 2
-    eb_mean = (runs[1]["train_time_s"] + runs[3]["train_time_s"]) / 2
-    assert rows["earlybert"]["time_saved"] == pytest.approx(1 - eb_mean / full_mean)
-    assert rows["earlybert"]["params"] < rows["full"]["params"]
-    for run in runs:  # each run folder is a real fine-tuning run with its own seed
+    assert list(rows) == order and all(r["runs"] == 2 for r in rows.values())
+    runs = {(r["variant"], r["seed"]): r for r in data["runs"]}
+    # 32 examples, batch 8, 2 epochs: 8 steps; the search draws at step 2; a rewound slim stage adds 8 steps.
+    assert [runs[(v, 3)]["steps"] for v in order] == [8, 10, 8]
+    assert [runs[(v, 3)]["weights"] for v in order] == [None, "rewind", "continue"]
+    full_mean = (runs[("full", 3)]["train_time_s"] + runs[("full", 4)]["train_time_s"]) / 2
+    eb_mean = (runs[("earlybert-rewind", 3)]["train_time_s"] + runs[("earlybert-rewind", 4)]["train_time_s"]) / 2
+    assert rows["earlybert-rewind"]["time_saved"] == pytest.approx(1 - eb_mean / full_mean)
+    assert rows["earlybert-rewind"]["params"] < rows["full"]["params"]
+    for run in data["runs"]:  # each run folder is a real fine-tuning run with its own seed
         summary = json.loads((out / run["variant"] / f"seed{run['seed']}" / "summary.json").read_text())
         assert summary["eval"]["accuracy"] == run["value"]
     table = (out / "comparison.md").read_text().splitlines()
-    assert table[0].startswith("| variant | runs | accuracy mean") and len(table) == 4
+    assert table[0].startswith("| variant | runs | accuracy mean") and len(table) == 5
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     html = write_report(out).read_text()
-    assert "comparison.png" in html and "earlybert" in html and "time saved" in html
+    assert "comparison.png" in html and "earlybert-continue" in html and "time saved" in html
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -85,6 +89,7 @@ def test_a_killed_comparison_resumes_without_redoing_finished_runs(task, tmp_pat
 @pytest.mark.parametrize(("extra", "message"), [
     (["compare.modes=[full,prune]"], "compare.modes has prune: use some of full, earlybert, random, slim"),
     (["compare.seeds=[]"], "compare.seeds is empty"),
+    (["compare.weights=[restart]"], "compare.weights has restart: use rewind or continue"),
     (["data_dir=/nonexistent/sst2"], "task data /nonexistent/sst2 is missing"),
 ])
 def test_bad_input_is_one_line_and_creates_nothing(task, tmp_path, capsys, extra, message):

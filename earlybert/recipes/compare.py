@@ -37,6 +37,8 @@ class CompareConfig:
     """Seeds; every mode runs once per seed."""
     ratios: list[list[float]] = field(default_factory=list)
     """[heads_ratio, ffn_ratio] pairs for earlybert and random; empty: the fine-tuning config's."""
+    weights: list[str] = field(default_factory=list)
+    """search.weights values for earlybert (rewind, continue); empty: the fine-tuning config's."""
     metric: str = ""
     """Dev metric to compare; empty: the first of accuracy, f1, matthews_correlation, pearson, exact_match."""
 
@@ -49,6 +51,9 @@ class CompareConfig:
             raise EarlyBertError("compare.seeds is empty: give at least one seed, e.g. compare.seeds=[1,2,3]")
         if len(set(self.seeds)) != len(self.seeds):
             raise EarlyBertError(f"compare.seeds={self.seeds} repeats a seed: give distinct seeds")
+        bad = [w for w in self.weights if w not in ("rewind", "continue")]
+        if bad:
+            raise EarlyBertError(f"compare.weights has {bad[0]}: use rewind or continue")
         for pair in self.ratios:
             if len(pair) != 2:
                 raise EarlyBertError(f"compare.ratios entry {pair} is not [heads_ratio, ffn_ratio]")
@@ -56,21 +61,29 @@ class CompareConfig:
 
 @dataclass(frozen=True)
 class Variant:
-    """A mode at prune ratios (None: the config's)."""
+    """A mode at prune ratios and, for earlybert, weights after the draw (None: the config's)."""
 
     mode: str
     ratios: tuple[float, float] | None = None
+    weights: str | None = None
 
     @property
     def name(self) -> str:
-        return self.mode if self.ratios is None else f"{self.mode}-h{self.ratios[0]:.3g}-f{self.ratios[1]:.3g}"
+        name = self.mode if self.weights is None else f"{self.mode}-{self.weights}"
+        return name if self.ratios is None else f"{name}-h{self.ratios[0]:.3g}-f{self.ratios[1]:.3g}"
 
 
 def variants(cmp: CompareConfig) -> list[Variant]:
-    """The variants in run order: full once, searched and random ones at each ratio pair."""
+    """The variants in run order: full once, searched ones at each weights and ratio pair, random ones at each pair."""
     pairs = [tuple(p) for p in cmp.ratios] or [None]
-    return [Variant(m, None if m in ("full", "slim") else p) for m in cmp.modes
-            for p in (pairs if m not in ("full", "slim") else [None])]
+    out = []
+    for mode in cmp.modes:
+        if mode in ("full", "slim"):
+            out.append(Variant(mode))
+        else:
+            out += [Variant(mode, p, w) for w in (cmp.weights if mode == "earlybert" and cmp.weights else [None])
+                    for p in pairs]
+    return out
 
 
 def run_config(path: str | None, overrides: list[str], variant: Variant, seed: int, folder: Path) -> FinetuneConfig:
@@ -78,6 +91,8 @@ def run_config(path: str | None, overrides: list[str], variant: Variant, seed: i
     extra = [f"mode={variant.mode}", f"seed={seed}", f"output_dir={folder}", "log.progress_bar=false"]
     if variant.ratios is not None:
         extra += [f"search.heads_ratio={variant.ratios[0]}", f"search.ffn_ratio={variant.ratios[1]}"]
+    if variant.weights is not None:
+        extra.append(f"search.weights={variant.weights}")
     return load_config(FinetuneConfig, path, [*overrides, *extra])
 
 
@@ -124,7 +139,8 @@ def record(variant: Variant, seed: int, summary: dict, metric: str) -> dict[str,
     key = metric or next((m for m in METRICS if m in eval_), None)
     if key not in eval_:
         raise EarlyBertError(f"compare.metric={metric!r} is not among the run's metrics {sorted(eval_)}")
-    return {"variant": variant.name, "mode": variant.mode, "ratios": variant.ratios, "seed": seed,
+    return {"variant": variant.name, "mode": variant.mode, "ratios": variant.ratios, "weights": summary.get("weights"),
+            "seed": seed,
             "metric": key, "value": eval_[key], "train_time_s": summary["train_time_s"],
             "time_s": summary["time_s"], "ticket_step": summary.get("ticket_step"),
             "drawn_by": summary.get("drawn_by"), "steps": summary["steps"],
