@@ -63,6 +63,20 @@ def env(tmp_path_factory, pydoc_corpus, minilm_path):
     data["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] += 2
     (squad / "train-v1.1.json").write_text(json.dumps(data))
     (root / "preds.tsv").write_text("index\tprediction\n0\t1\n")
+    corrupt_run = root / "corruptrun"  # a search's saved coefficients beside a damaged ticket.json
+    (corrupt_run / "search").mkdir(parents=True)
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"heads.0": torch.rand(4), "ffn.0": torch.rand(48)},
+              str(corrupt_run / "search" / "coefficients_step_00000002.safetensors"),
+              metadata={"step": "2", "model_type": "bert"})
+    (corrupt_run / "ticket.json").write_text('{"format": "earlybert-tick')
+    damaged = root / "damaged"
+    damaged.mkdir()
+    (damaged / "summary.json").write_text("{}")
+    (damaged / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    (root / "squad-preds.json").write_text("{}")
     e.update(range=out_of_range, nolabel=no_label, emptytask=empty, squad=squad)
     return e
 
@@ -128,6 +142,28 @@ CASES = {
     "prediction missing for an example": (["evaluate", "glue", "--task", "sst2", "--data", "{sst2}",
                                            "--predictions", "{root}/preds.tsv"], "has no prediction for index 1"),
     "report on a non-run folder": (["report", "{root}/norun"], "is not a finished run folder"),
+    "search limit beyond the run": (pre("search.max_search_steps=60"),
+                                    "search.max_search_steps=60 is step 60, not before the end of the 60-step run"),
+    "draw point beyond the run": (pre("search.draw_at=90"), "search.draw_at=90 is step 90, not before the end"),
+    "fractional step count": (pre("search.check_every=2.5"), "search.check_every=2.5 is neither a fraction"),
+    "epoch fractions in pretraining": (pre("search.fraction_of=epoch"), "search.fraction_of=epoch is for fine-tuning"),
+    "search limit beyond a fine-tuning run": (ft("mode=earlybert", "search.max_search_steps=400"),
+                                              "search.max_search_steps=400 is step 400, not before the end of the"),
+    "unknown search weights": (ft("search.weights=restart"), "search.weights='restart' is unknown: use auto"),
+    "hidden size not a multiple of heads": (pre("model.hidden_size=30"),
+                                            "model.hidden_size=30 is not a multiple of model.num_heads=4"),
+    "checkpoints every 0 steps": (pre("checkpoint.every=0"), "checkpoint.every=0 must be >= 1"),
+    "init_from without config.json": (pre("model.init_from={root}/norun"),
+                                      "model.init_from={root}/norun is not a model folder (no config.json)"),
+    "unknown logging backend": (pre("log.report_to=mlflow"), "log.report_to='mlflow' is unknown: use one of none"),
+    "baseline_dir not a fine-tuning run": (ft("baseline_dir={finished}"),
+                                           "baseline_dir={finished} is not a finished fine-tuning run"),
+    "draw on a corrupt ticket.json": (["draw", "{root}/corruptrun", "--heads-ratio", "0.5", "--ffn-ratio", "0.5",
+                                       "--output", "{out}"], "ticket.json is not a valid ticket (corrupt JSON)"),
+    "report on a damaged metrics.jsonl": (["report", "{root}/damaged"], "holds a damaged run file"),
+    "missing no-answer file": (["evaluate", "squad", "--data", "{squad}/dev-v1.1.json", "--predictions",
+                                "{root}/squad-preds.json", "--na-prob-file", "{root}/none.json"],
+                               "--na-prob-file {root}/none.json does not exist"),
 }
 
 

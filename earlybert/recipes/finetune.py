@@ -92,6 +92,16 @@ def load_task_data(cfg: FinetuneConfig, tokenizer):
     return "glue", data, glue.glue_features(tokenizer, data.train, cfg.max_seq_len, task.is_regression)
 
 
+def baseline_train_time(folder: str) -> float:
+    """The training time of a finished fine-tuning run (the baseline a run's time saved is measured against)."""
+    path = Path(folder) / "summary.json"
+    try:
+        return float(json.loads(path.read_text())["train_time_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EarlyBertError(f"baseline_dir={folder} is not a finished fine-tuning run ({path} has no "
+                             "train_time_s): give the output_dir of a mode=full fine-tuning run") from None
+
+
 def load_inputs(cfg: FinetuneConfig):
     """(tokenizer, task kind, data, features, model, objective, search steps): every check before any folder.
 
@@ -103,6 +113,8 @@ def load_inputs(cfg: FinetuneConfig):
 
     if not cfg.model:
         raise EarlyBertError("no model given: set model=FOLDER (a pretrained BERT/RoBERTa with its tokenizer)")
+    if cfg.baseline_dir:
+        baseline_train_time(cfg.baseline_dir)
     tokenizer = load_tokenizer(cfg.model)
     kind, data, features = load_task_data(cfg, tokenizer)
     t = cfg.train

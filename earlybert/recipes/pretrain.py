@@ -49,6 +49,14 @@ class ModelConfig:
     attention_dropout: float = 0.1
     """Dropout on attention probabilities."""
 
+    def __post_init__(self):
+        if not self.init_from and (self.num_heads < 1 or self.hidden_size % self.num_heads):
+            raise EarlyBertError(f"model.hidden_size={self.hidden_size} is not a multiple of model.num_heads="
+                                 f"{self.num_heads}: choose sizes where heads divide the width (e.g. 768 and 12)")
+        if self.init_from and not (Path(self.init_from) / "config.json").is_file():
+            raise EarlyBertError(f"model.init_from={self.init_from} is not a model folder (no config.json): point it "
+                                 "at a save_pretrained folder, or leave it empty for a new model")
+
 
 @dataclass
 class PhaseConfig:

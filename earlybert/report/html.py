@@ -26,9 +26,14 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     if not (run_dir / "summary.json").is_file() or not (run_dir / "metrics.jsonl").is_file():
         raise EarlyBertError(f"{run_dir} is not a finished run folder (no summary.json and metrics.jsonl): "
                              "pass the output_dir of a pretraining or fine-tuning run")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    ticket = json.loads((run_dir / "ticket.json").read_text()) if (run_dir / "ticket.json").is_file() else None
-    return {"summary": json.loads((run_dir / "summary.json").read_text()), "rows": rows, "ticket": ticket}
+    try:
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        ticket = json.loads((run_dir / "ticket.json").read_text()) if (run_dir / "ticket.json").is_file() else None
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EarlyBertError(f"{run_dir} holds a damaged run file ({e}): restore metrics.jsonl, summary.json and "
+                             "ticket.json from the run, or rerun it") from None
+    return {"summary": summary, "rows": rows, "ticket": ticket}
 
 
 def plot_distances(rows: list[dict], ticket: dict, threshold: float, path: Path) -> None:

@@ -89,13 +89,11 @@ def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) 
     summary["eval"] = results
     summary["mode"] = cfg.mode
     summary["train_time_s"] = sum(summary["time_s"].values())
-    if cfg.baseline_dir:
-        base = Path(cfg.baseline_dir) / "summary.json"
-        if base.is_file():
-            full = json.loads(base.read_text())
-            summary["baseline_train_time_s"] = full["train_time_s"]
-            summary["time_saved"] = 1.0 - summary["train_time_s"] / full["train_time_s"]
-            summary["baseline_eval"] = full.get("eval", {})
+    if cfg.baseline_dir:  # checked before training: a finished fine-tuning run
+        full = json.loads((Path(cfg.baseline_dir) / "summary.json").read_text())
+        summary["baseline_train_time_s"] = full["train_time_s"]
+        summary["time_saved"] = 1.0 - summary["train_time_s"] / full["train_time_s"]
+        summary["baseline_eval"] = full.get("eval", {})
     return summary
 
 
@@ -104,6 +102,9 @@ def evaluate_squad_files(data: str, predictions: str, na_probs: str | None = Non
     from earlybert.tasks import squad
     from earlybert.tasks.metrics import squad_v1, squad_v2
 
+    if na_probs and not Path(na_probs).is_file():
+        raise EarlyBertError(f"--na-prob-file {na_probs} does not exist: pass the null_odds.json a SQuAD v2.0 run "
+                             "wrote, or leave it out")
     examples = squad.read_squad(data)
     try:
         preds = json.loads(Path(predictions).read_text())

@@ -65,6 +65,12 @@ class CheckpointConfig:
     keep_last: int = 2
     """Complete checkpoints kept; older ones are deleted."""
 
+    def __post_init__(self):
+        for name in ("every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise EarlyBertError(f"checkpoint.{name}={getattr(self, name)} must be >= 1 (a large every, e.g. "
+                                     "100000, checkpoints only after the shrink and at the end)")
+
 
 @dataclass
 class LogConfig:
@@ -78,3 +84,11 @@ class LogConfig:
     """wandb project."""
     progress_bar: bool = True
     """Show a progress bar on an interactive terminal."""
+
+    def __post_init__(self):
+        from earlybert.train.logger import BACKENDS
+
+        if self.report_to not in BACKENDS:
+            raise EarlyBertError(f"log.report_to={self.report_to!r} is unknown: use one of {', '.join(BACKENDS)}")
+        if self.every < 1:
+            raise EarlyBertError(f"log.every={self.every} must be >= 1")
