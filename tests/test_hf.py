@@ -153,3 +153,26 @@ def test_a_checkpoint_taken_during_the_search_resumes(bbc, tmp_path):
     resumed.model.eval()
     with torch.no_grad():
         assert torch.allclose(reference.model(**batch).logits, resumed.model(**batch).logits, atol=1e-4)
+
+
+def test_a_checkpoint_taken_in_the_slim_stage_resumes(bbc, tmp_path):
+    train, dev, _ = bbc
+    search = SearchConfig(check_every=1, threshold=0.0, max_search_steps=4)
+    settings = {"save_strategy": "steps", "save_steps": 4, "max_steps": 16}
+    reference = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path / "ref", **settings),
+                                 train_dataset=train, search=search)
+    reference.train()
+    interrupted = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path / "run", **settings),
+                                   train_dataset=train, search=search, callbacks=[StopAt(6)])
+    with pytest.raises(KeyboardInterrupt):  # step 6 of the slim stage (the search ends at step 4)
+        interrupted.train()
+    assert (tmp_path / "run" / "ticket.json").is_file() and (tmp_path / "run" / "slim" / "checkpoint-4").is_dir()
+    resumed = EarlyBertTrainer(model=two_layer_bert(seed=1), args=arguments(tmp_path / "run", **settings),
+                               train_dataset=train, search=search)
+    result = resumed.train(resume_from_checkpoint=True)
+    assert result.global_step == 16
+    batch = {k: dev.features[k][:8] for k in ("input_ids", "attention_mask")}
+    reference.model.eval()
+    resumed.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(reference.model(**batch).logits, resumed.model(**batch).logits, atol=1e-4)

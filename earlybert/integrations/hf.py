@@ -29,7 +29,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import get_last_checkpoint
 
-from earlybert.ticket.coefficients import detach_coefficients, ffn_coefficients, head_coefficients
+from earlybert.ticket.coefficients import detach_coefficients, ffn_coefficients, has_coefficients, head_coefficients
 from earlybert.ticket.search import SearchConfig, SearchSteps, TicketSearch
 from earlybert.ticket.shrink import shrink_model
 from earlybert.ticket.ticket import Ticket
@@ -145,7 +145,7 @@ class EarlyBertTrainer(Trainer):
         if resume_from_checkpoint and (output_dir / "ticket.json").is_file():
             # The search already ended: rebuild the slim model and resume its stage.
             self.ticket = Ticket.load(output_dir / "ticket.json")
-            return self._train_slim(self._slim_model(None, steps), steps, run_steps, resume=slim_dir)
+            return self._train_slim(self._slim_model_again(steps), steps, run_steps, resume=slim_dir)
         initial = self._initial_weights(output_dir / INIT_WEIGHTS, resume=bool(resume_from_checkpoint))
         callback = TicketSearchCallback(dataclasses.asdict(self.search), dataclasses.asdict(steps),
                                         self._saved_detector(resume_from_checkpoint))
@@ -154,12 +154,29 @@ class EarlyBertTrainer(Trainer):
         self._bind_scores()
         super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
         callback = self._search_callback()
+        if callback.ticket is None:
+            raise RuntimeError(f"the search stopped at step {self.state.global_step} before drawing a ticket "
+                               "(a callback ended training early?): rerun, or resume from its checkpoint")
         self.ticket = callback.ticket
         if self.args.should_save:
             self.ticket.save(output_dir / "ticket.json")
         slim = self._slim_model(initial, steps)
         self.remove_callback(TicketSearchCallback)
         return self._train_slim(slim, steps, run_steps, resume=None)
+
+    def _slim_model_again(self, steps: SearchSteps) -> torch.nn.Module:
+        """The slim model of a search that already drew: from the initial weights (rewind) or from the search's
+        last checkpoint, written at the draw (continue); a slim-stage checkpoint then overrides the weights."""
+        output_dir = Path(self.args.output_dir)
+        if steps.weights == "rewind" and (output_dir / INIT_WEIGHTS).is_file():
+            return self._slim_model(load_file(str(output_dir / INIT_WEIGHTS)), steps)
+        searched = get_last_checkpoint(str(output_dir))
+        if steps.weights == "continue" and searched is not None:
+            model = self.accelerator.unwrap_model(self.model)
+            TicketSearch(self.search, steps).attach(model)
+            model.load_state_dict(load_file(str(Path(searched) / "model.safetensors")), strict=False)
+            return self._slim_model({}, steps)
+        return self._slim_model(None, steps)
 
     def _initial_weights(self, path: Path, resume: bool) -> dict[str, torch.Tensor]:
         """The weights the search starts from (the rewind target): saved with the run, read back on resume."""
@@ -214,10 +231,10 @@ class EarlyBertTrainer(Trainer):
         if steps.weights == "continue" and initial is not None:
             return shrink_model(model, self.ticket, fold_coefficients=self.search.fold_coefficients)
         base = copy.deepcopy(model)
-        if any(n.endswith("_coef") for n, _ in base.named_parameters()):
+        if has_coefficients(base):
             detach_coefficients(base)
         if initial is not None:  # rewind: the weights (and task head) the search started from
-            base.load_state_dict({k: v for k, v in initial.items()})
+            base.load_state_dict(initial)
         return shrink_model(base, self.ticket)
 
     def _train_slim(self, slim: torch.nn.Module, steps: SearchSteps, run_steps: int, resume: Path | None):
