@@ -2,6 +2,9 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -18,7 +21,7 @@ import earlybert  # noqa: F401
 from earlybert.integrations.hf import EarlyBertTrainer
 from earlybert.ticket.coefficients import ffn_coefficients, head_coefficients
 from earlybert.ticket.search import SearchConfig
-from tests.conftest import SHARED
+from tests.conftest import REPO, SHARED
 
 BBC = SHARED / "data" / "bbc-topic"
 
@@ -176,3 +179,20 @@ def test_a_checkpoint_taken_in_the_slim_stage_resumes(bbc, tmp_path):
     resumed.model.eval()
     with torch.no_grad():
         assert torch.allclose(reference.model(**batch).logits, resumed.model(**batch).logits, atol=1e-4)
+
+
+def test_the_example_script_runs_end_to_end(minilm_path, tmp_path):
+    if not BBC.is_dir():
+        pytest.skip(f"{BBC} is missing: the real labelled task lives in ../shared/data")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "finetune/hf_trainer_glue.py", "--model_name_or_path", minilm_path,
+                           "--data_dir", str(BBC), "--output_dir", str(out), "--max_steps", "6",
+                           "--per_device_train_batch_size", "8", "--max_seq_length", "32", "--use_cpu",
+                           "--report_to", "none", "--save_strategy", "no", "--max_search_steps", "2",
+                           "--heads_ratio", "0.5", "--ffn_ratio", "0.5"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "ticket.json").read_text())["step"] == 2
+    assert "eval_accuracy" in json.loads((out / "eval_results.json").read_text())
+    slim = AutoModelForSequenceClassification.from_pretrained(out)
+    assert slim.config.layer_num_heads == [6] * 6
