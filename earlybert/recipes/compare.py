@@ -73,16 +73,19 @@ class Variant:
         return name if self.ratios is None else f"{name}-h{self.ratios[0]:.3g}-f{self.ratios[1]:.3g}"
 
 
-def variants(cmp: CompareConfig) -> list[Variant]:
-    """The variants in run order: full once, searched ones at each weights and ratio pair, random ones at each pair."""
+def variants(cmp: CompareConfig, default_weights: str = "rewind") -> list[Variant]:
+    """The variants in run order: full once, searched ones at each weights and ratio pair, random ones at each pair.
+
+    Searched variants at the config's own weights keep the plain name, so adding weights reuses finished runs.
+    """
     pairs = [tuple(p) for p in cmp.ratios] or [None]
     out = []
     for mode in cmp.modes:
         if mode in ("full", "slim"):
             out.append(Variant(mode))
         else:
-            out += [Variant(mode, p, w) for w in (cmp.weights if mode == "earlybert" and cmp.weights else [None])
-                    for p in pairs]
+            weights = cmp.weights if mode == "earlybert" and cmp.weights else [None]
+            out += [Variant(mode, p, None if w == default_weights else w) for w in weights for p in pairs]
     return out
 
 
@@ -225,8 +228,9 @@ def write_outputs(out: Path, cmp: CompareConfig, runs: list[dict]) -> list[dict]
 def run(cmp: CompareConfig, path: str | None, overrides: list[str]) -> list[dict]:
     """Run (or finish) the comparison; returns the aggregated rows."""
     out = Path(cmp.output_dir)
-    plan = [(v, s, run_config(path, overrides, v, s, out / v.name / f"seed{s}")) for s in cmp.seeds
-            for v in variants(cmp)]
+    own = run_config(path, overrides, Variant("earlybert"), cmp.seeds[0], out).search.weights
+    chosen = variants(cmp, "rewind" if own == "auto" else own)
+    plan = [(v, s, run_config(path, overrides, v, s, out / v.name / f"seed{s}")) for s in cmp.seeds for v in chosen]
     check_inputs(plan[0][2])
     runs = []
     for variant, seed, cfg in plan:
