@@ -49,7 +49,7 @@ def test_coefficients_stay_fp32_on_a_bf16_model():
 
 
 def test_the_detector_does_not_fire_while_coefficients_are_tied():
-    model = tiny_model("bert", "masked_lm")
+    model = tiny_model("bert", "masked_lm").to(torch.bfloat16)
     search = TicketSearch(SearchConfig(window=3, threshold=0.1), SearchConfig().resolve(1000, None, "continue"))
     search.attach(model)
     # All coefficients at their initial 1.0: identical masks every check, decided by index order alone.
