@@ -83,9 +83,17 @@ def pydoc_corpus(tmp_path_factory) -> Path:
     return path
 
 
+RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment for a child process, without the rendezvous variables in-process runs leave behind."""
+    return {**{k: v for k, v in os.environ.items() if k not in RENDEZVOUS}, "HF_HUB_OFFLINE": "1", **extra}
+
+
 def run_earlybert(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None = None):
     """Run the `earlybert` CLI in a fresh process, as a user would."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = clean_env(PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "earlybert", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -96,7 +104,7 @@ def kill_at_step(args: list[str], run_dir: Path, step: int) -> None:
     import signal
     import time
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = clean_env()
     # The run is niced so this watcher gets the CPU it needs to kill it on time on a 2-core machine.
     proc = subprocess.Popen([sys.executable, "-m", "earlybert", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

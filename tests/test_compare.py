@@ -1,7 +1,6 @@
 """`earlybert compare`: modes x seeds, its table, plot and report, resuming, and bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pytest
 
 from earlybert.recipes.compare import main as compare_main
 from earlybert.recipes.compare import pareto
-from tests.conftest import REPO
+from tests.conftest import REPO, clean_env
 from tests.task_fixtures import make_glue_task, make_tiny_bert
 
 GLUE_YAML = str(REPO / "configs/finetune/glue.yaml")
@@ -68,7 +67,7 @@ def test_a_killed_comparison_resumes_without_redoing_finished_runs(task, tmp_pat
     out = tmp_path / "cmp"
     cmd = [sys.executable, "-m", "earlybert", "compare",
            *args(task, out, "compare.modes=[full,random]", "compare.seeds=[1,2]")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = clean_env()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = out / "random" / "seed1" / "metrics.jsonl"
     deadline = time.time() + 300

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
@@ -21,7 +20,7 @@ import earlybert  # noqa: F401
 from earlybert.integrations.hf import EarlyBertTrainer
 from earlybert.ticket.coefficients import ffn_coefficients, head_coefficients
 from earlybert.ticket.search import SearchConfig
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO, SHARED, clean_env
 
 BBC = SHARED / "data" / "bbc-topic"
 
@@ -190,7 +189,7 @@ def test_the_example_script_runs_end_to_end(minilm_path, tmp_path):
                            "--per_device_train_batch_size", "8", "--max_seq_length", "32", "--use_cpu",
                            "--report_to", "none", "--save_strategy", "no", "--max_search_steps", "2",
                            "--heads_ratio", "0.5", "--ffn_ratio", "0.5"], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          text=True, timeout=600, env=clean_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "ticket.json").read_text())["step"] == 2
     assert "eval_accuracy" in json.loads((out / "eval_results.json").read_text())

@@ -1,12 +1,11 @@
 """A wheel built from the repository runs the demo from anywhere, without the source tree."""
 
-import os
 import subprocess
 import sys
 import sysconfig
 import venv
 
-from tests.conftest import REPO
+from tests.conftest import REPO, clean_env
 
 
 def test_a_wheel_in_a_fresh_venv_runs_the_demo(tmp_path):
@@ -27,7 +26,7 @@ def test_a_wheel_in_a_fresh_venv_runs_the_demo(tmp_path):
     assert installed.returncode == 0, installed.stderr[-3000:]
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    env = {k: v for k, v in clean_env().items() if k != "PYTHONPATH"}
     where = subprocess.run([str(python), "-c", "import earlybert; print(earlybert.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True)
     assert str(env_dir) in where.stdout, where.stdout + where.stderr

@@ -1,7 +1,6 @@
 """Whole pretraining runs on CPU with the tiny config: search, early bird, shrink, slim training, resume."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from earlybert.ticket.ticket import Ticket
-from tests.conftest import REPO, kill_at_step, run_earlybert
+from tests.conftest import REPO, clean_env, kill_at_step, run_earlybert
 
 TINY = str(REPO / "configs/pretrain/tiny.yaml")
 
@@ -129,7 +128,7 @@ def test_two_ranks_and_one_rank_draw_the_same_ticket(pydoc_corpus, tmp_path):
     two = tiny_args(tmp_path / "two", pydoc_corpus, tmp_path / "cache", *no_dropout, "train.micro_batch_size=4")
     result = run_earlybert("pretrain", *one)
     assert result.returncode == 0, result.stderr[-3000:]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = clean_env()
     torchrun = str(Path(sys.executable).parent / "torchrun")
     result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "pretrain/run_pretrain.py", *two],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -198,7 +197,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(baseline, pydo
 
     run_dir = tmp_path / "run"
     args = tiny_args(run_dir, pydoc_corpus, baseline.parent / "cache", "checkpoint.every=1")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = clean_env()
     proc = subprocess.Popen([sys.executable, "-m", "earlybert", "pretrain", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, partial = time.time() + 300, []

@@ -32,7 +32,9 @@ def _free_port() -> int:
 
 def setup_distributed() -> DistInfo:
     """Initialise DeepSpeed's process group (gloo on CPU, nccl on GPU); a lone process gets a 1-rank group."""
-    lone = "RANK" not in os.environ
+    # Launchers (torchrun, deepspeed) set RANK and MASTER_ADDR together; RANK alone is left over from something
+    # else in this process (accelerate sets RANK, WORLD_SIZE and MASTER_PORT, not MASTER_ADDR).
+    lone = "RANK" not in os.environ or "MASTER_ADDR" not in os.environ
     if lone:  # a plain `python` run: DeepSpeed would otherwise look for MPI
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
