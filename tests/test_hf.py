@@ -131,9 +131,9 @@ class StopAt(TrainerCallback):
             raise KeyboardInterrupt("interrupted on purpose")
 
 
-def test_a_checkpoint_taken_during_the_search_resumes(bbc, tmp_path):
-    train, dev, _ = bbc
-    search = SearchConfig(check_every=1, window=3, threshold=0.0, max_search_steps=8)
+def interrupt_and_resume(bbc, tmp_path, search: SearchConfig):
+    """An uninterrupted run, and a run stopped at step 6 of its stage and resumed from its last checkpoint."""
+    train, _, _ = bbc
     settings = {"save_strategy": "steps", "save_steps": 4, "max_steps": 16}
     reference = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path / "ref", **settings),
                                  train_dataset=train, search=search)
@@ -142,42 +142,40 @@ def test_a_checkpoint_taken_during_the_search_resumes(bbc, tmp_path):
                                    train_dataset=train, search=search, callbacks=[StopAt(6)])
     with pytest.raises(KeyboardInterrupt):
         interrupted.train()
-    assert (tmp_path / "run" / "checkpoint-4").is_dir() and not (tmp_path / "run" / "ticket.json").exists()
+    stopped_in_search = not (tmp_path / "run" / "ticket.json").exists()
+    # A differently initialised model: everything must come from the checkpoint and the run folder.
     resumed = EarlyBertTrainer(model=two_layer_bert(seed=1), args=arguments(tmp_path / "run", **settings),
                                train_dataset=train, search=search)
-    resumed.train(resume_from_checkpoint=True)
+    result = resumed.train(resume_from_checkpoint=True)
+    return reference, resumed, result, stopped_in_search
+
+
+def same_logits(bbc, a, b) -> bool:
+    batch = {k: bbc[1].features[k][:8] for k in ("input_ids", "attention_mask")}
+    a.model.eval()
+    b.model.eval()
+    with torch.no_grad():
+        return torch.allclose(a.model(**batch).logits, b.model(**batch).logits, atol=1e-4)
+
+
+def test_a_checkpoint_taken_during_the_search_resumes(bbc, tmp_path):
+    search = SearchConfig(check_every=1, window=3, threshold=0.0, max_search_steps=8)
+    reference, resumed, _, stopped_in_search = interrupt_and_resume(bbc, tmp_path, search)
+    assert stopped_in_search and (tmp_path / "run" / "checkpoint-4").is_dir()
     expected = json.loads((tmp_path / "ref" / "ticket.json").read_text())
     got = json.loads((tmp_path / "run" / "ticket.json").read_text())
     assert (got["step"], got["heads"], got["ffn"]) == (expected["step"], expected["heads"], expected["ffn"])
     assert len(got["distance_history"]) == len(expected["distance_history"])
-    batch = {k: dev.features[k][:8] for k in ("input_ids", "attention_mask")}
-    reference.model.eval()
-    resumed.model.eval()
-    with torch.no_grad():
-        assert torch.allclose(reference.model(**batch).logits, resumed.model(**batch).logits, atol=1e-4)
+    assert same_logits(bbc, reference, resumed)
 
 
 def test_a_checkpoint_taken_in_the_slim_stage_resumes(bbc, tmp_path):
-    train, dev, _ = bbc
     search = SearchConfig(check_every=1, threshold=0.0, max_search_steps=4)
-    settings = {"save_strategy": "steps", "save_steps": 4, "max_steps": 16}
-    reference = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path / "ref", **settings),
-                                 train_dataset=train, search=search)
-    reference.train()
-    interrupted = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path / "run", **settings),
-                                   train_dataset=train, search=search, callbacks=[StopAt(6)])
-    with pytest.raises(KeyboardInterrupt):  # step 6 of the slim stage (the search ends at step 4)
-        interrupted.train()
-    assert (tmp_path / "run" / "ticket.json").is_file() and (tmp_path / "run" / "slim" / "checkpoint-4").is_dir()
-    resumed = EarlyBertTrainer(model=two_layer_bert(seed=1), args=arguments(tmp_path / "run", **settings),
-                               train_dataset=train, search=search)
-    result = resumed.train(resume_from_checkpoint=True)
+    reference, resumed, result, stopped_in_search = interrupt_and_resume(bbc, tmp_path, search)
+    # Stopped at step 6 of the slim stage (the search ends at step 4), resumed from slim/checkpoint-4.
+    assert not stopped_in_search and (tmp_path / "run" / "slim" / "checkpoint-4").is_dir()
     assert result.global_step == 16
-    batch = {k: dev.features[k][:8] for k in ("input_ids", "attention_mask")}
-    reference.model.eval()
-    resumed.model.eval()
-    with torch.no_grad():
-        assert torch.allclose(reference.model(**batch).logits, resumed.model(**batch).logits, atol=1e-4)
+    assert same_logits(bbc, reference, resumed)
 
 
 def test_the_example_script_runs_end_to_end(minilm_path, tmp_path):
