@@ -193,3 +193,43 @@ def test_the_example_script_runs_end_to_end(minilm_path, tmp_path):
     assert "eval_accuracy" in json.loads((out / "eval_results.json").read_text())
     slim = AutoModelForSequenceClassification.from_pretrained(out)
     assert slim.config.layer_num_heads == [6] * 6
+
+
+DEEPSPEED_RUN = """
+import json, sys, torch
+from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+from earlybert.integrations.hf import EarlyBertTrainer
+from earlybert.ticket.search import SearchConfig
+
+class Rows(torch.utils.data.Dataset):
+    def __len__(self): return 64
+    def __getitem__(self, i):
+        return {"input_ids": torch.randint(5, 100, (16,), generator=torch.Generator().manual_seed(i)),
+                "labels": torch.tensor(i % 3)}
+
+torch.manual_seed(0)
+model = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=4, intermediate_size=64, num_labels=3))
+ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "train_batch_size": "auto",
+      "gradient_clipping": "auto", "zero_optimization": {"stage": int(sys.argv[2])},
+      "zero_force_ds_cpu_optimizer": False}
+args = TrainingArguments(output_dir=sys.argv[1], per_device_train_batch_size=8, max_steps=16, report_to=[],
+                         save_strategy="no", deepspeed=ds, use_cpu=True, disable_tqdm=True)
+trainer = EarlyBertTrainer(model=model, args=args, train_dataset=Rows(), search=SearchConfig(check_every=1,
+                                                                                               max_search_steps=4))
+result = trainer.train()
+print("RESULT", result.global_step, type(trainer.model).__name__, json.load(open(sys.argv[1] + "/ticket.json"))["step"])
+"""
+
+
+@pytest.mark.parametrize(("stage", "expected"), [(2, "RESULT 16 SlimBertForSequenceClassification 4"),
+                                                 (3, "ZeRO stage 3 partitions the coefficients")])
+def test_training_arguments_with_deepspeed(tmp_path, stage, expected):
+    """Under `TrainingArguments(deepspeed=...)` (one CPU rank, as the deepspeed launcher would start it)."""
+    script = tmp_path / "run.py"
+    script.write_text(DEEPSPEED_RUN)
+    env = clean_env(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29600 + stage),
+                    DS_ACCELERATOR="cpu")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), str(stage)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert expected in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]

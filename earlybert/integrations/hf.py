@@ -138,6 +138,9 @@ class EarlyBertTrainer(Trainer):
     # ---- the stages ----------------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
         """Search until the draw, shrink, then train the slim model; returns the slim stage's TrainOutput."""
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise ValueError("ZeRO stage 3 partitions the coefficients the search ranks: use ZeRO stage 0-2 for "
+                             "the search (the slim model can train under stage 3 afterwards)")
         output_dir = Path(self.args.output_dir)
         run_steps, epoch_steps = self._run_length()
         steps = self.search.resolve(run_steps, epoch_steps, "rewind")
