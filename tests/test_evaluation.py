@@ -44,3 +44,23 @@ def test_evaluate_glue_scores_a_prediction_file(tmp_path, capsys):
     # Labels cycle 0,1,0,1,...: predicting 1 for the first four gets 2 of 4 wrong there.
     assert scores["accuracy"] == pytest.approx(6 / 8)
     assert scores["f1"] == pytest.approx(2 * 4 / (2 * 4 + 2 + 0))
+
+
+def test_evaluate_squad_scores_a_file_whose_offsets_are_off(tmp_path):
+    """Scoring, like the official script, reads the answers' text only: shifted answer_start values are fine."""
+    import json
+
+    from earlybert.tasks.evaluation import evaluate_squad_files
+    from tests.task_fixtures import make_squad
+
+    folder = make_squad(tmp_path / "squad")
+    data = json.loads((folder / "dev-v1.1.json").read_text())
+    qas = [qa for para in data["data"][0]["paragraphs"] for qa in para["qas"]]
+    for qa in qas:
+        for answer in qa["answers"]:
+            answer["answer_start"] += 3
+    (folder / "dev-v1.1.json").write_text(json.dumps(data))
+    predictions = {qa["id"]: qa["answers"][0]["text"] for qa in qas}
+    (tmp_path / "preds.json").write_text(json.dumps(predictions))
+    scores = evaluate_squad_files(str(folder / "dev-v1.1.json"), str(tmp_path / "preds.json"))
+    assert scores == {"exact_match": 100.0, "f1": 100.0}

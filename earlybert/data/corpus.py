@@ -89,13 +89,16 @@ def iter_dataset_documents(cfg: DataConfig) -> Iterator[str]:
     """Documents from a `datasets` source (streamed when `cfg.streaming`)."""
     from datasets import load_dataset
 
+    from earlybert.data.hub import load_hub_dataset
+
     source = cfg.dataset
     kwargs = {"split": cfg.dataset_split, "streaming": cfg.streaming}
     if Path(source).expanduser().is_file():  # a local text/json/csv/parquet file
         ext = Path(source).suffix.lstrip(".").replace("jsonl", "json").replace("txt", "text")
         ds = load_dataset(ext, data_files=str(Path(source).expanduser()), **kwargs)
     else:
-        ds = load_dataset(source, cfg.dataset_config or None, **kwargs)
+        ds = load_hub_dataset(source, cfg.dataset_config or None, hint="check data.dataset, or give local files "
+                              "with data.train_files (or a local file as data.dataset)", **kwargs)
     count = 0
     for row in ds:
         if cfg.text_column not in row:
@@ -167,9 +170,17 @@ def load_tokenizer(path: str):
     """A fast tokenizer from a folder, with a one-line error if it is missing or not fast."""
     from transformers import AutoTokenizer
 
-    if not Path(path).expanduser().is_dir():
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
         raise EarlyBertError(f"tokenizer folder {path} does not exist: set data.tokenizer to a saved tokenizer")
-    tok = AutoTokenizer.from_pretrained(str(Path(path).expanduser()))
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json")):
+        raise EarlyBertError(f"{path} holds no tokenizer files (tokenizer.json, vocab.txt or vocab.json): save the "
+                             "tokenizer into it with tokenizer.save_pretrained(FOLDER)")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as e:
+        raise EarlyBertError(f"the tokenizer in {path} cannot be loaded ({str(e).splitlines()[0][:200]}): "
+                             "save it again with tokenizer.save_pretrained(FOLDER)") from None
     if not tok.is_fast:
         raise EarlyBertError(f"tokenizer in {path} is not a fast tokenizer: save it with tokenizer.json")
     return tok

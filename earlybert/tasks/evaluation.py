@@ -105,7 +105,7 @@ def evaluate_squad_files(data: str, predictions: str, na_probs: str | None = Non
     if na_probs and not Path(na_probs).is_file():
         raise EarlyBertError(f"--na-prob-file {na_probs} does not exist: pass the null_odds.json a SQuAD v2.0 run "
                              "wrote, or leave it out")
-    examples = squad.read_squad(data)
+    examples = squad.read_squad(data, check_offsets=False)  # scoring needs the answers' text only
     try:
         preds = json.loads(Path(predictions).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -127,11 +127,21 @@ def evaluate_glue_files(task_name: str, data_dir: str, predictions: str) -> dict
             rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     except OSError as e:
         raise EarlyBertError(f"predictions file {predictions} cannot be read ({e})") from None
+    if not rows or not {"index", "prediction"} <= set(rows[0]):
+        raise EarlyBertError(f"{predictions} needs the columns index and prediction (has: "
+                             f"{', '.join(rows[0]) if rows else 'none'}): write index<TAB>prediction rows")
     by_index = {r["index"]: r["prediction"] for r in rows}
     preds = []
     for e in examples:
         if e.index not in by_index:
             raise EarlyBertError(f"{predictions} has no prediction for index {e.index}: predict every dev example")
         raw = by_index[e.index]
-        preds.append(float(raw) if task.is_regression else task.labels.index(raw))
+        if not task.is_regression and raw not in task.labels:
+            raise EarlyBertError(f"{predictions} index {e.index}: prediction {raw!r} is not a {task.name} label "
+                                 f"({', '.join(task.labels)}): write the labels as the submission files do")
+        try:
+            preds.append(float(raw) if task.is_regression else task.labels.index(raw))
+        except ValueError:
+            raise EarlyBertError(f"{predictions} index {e.index}: prediction {raw!r} is not a number: write "
+                                 "the predicted score") from None
     return glue.score(task, preds, [e.label for e in examples])

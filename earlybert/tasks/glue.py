@@ -102,6 +102,15 @@ def get_task(name: str) -> GlueTask:
 
 
 def _read_rows(path: Path, header: tuple[str, ...] | None) -> list[dict[str, str]]:
+    try:
+        return _parse_rows(path, header)
+    except UnicodeDecodeError:
+        raise EarlyBertError(f"{path} is not UTF-8 text: convert it to UTF-8") from None
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise EarlyBertError(f"{path} is not a JSON list of objects or JSON lines ({e}): fix the file") from None
+
+
+def _parse_rows(path: Path, header: tuple[str, ...] | None) -> list[dict[str, str]]:
     if path.suffix == ".json" or path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -111,12 +120,16 @@ def _read_rows(path: Path, header: tuple[str, ...] | None) -> list[dict[str, str
     delimiter = "," if path.suffix == ".csv" else "\t"
     quoting = csv.QUOTE_MINIMAL if path.suffix == ".csv" else csv.QUOTE_NONE  # GLUE TSVs hold bare quotes
     with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-        rows = list(reader)
+        rows = list(csv.reader(f, delimiter=delimiter, quoting=quoting))
+    first = 1
     if header is None:
         if not rows:
             return []
-        header, rows = tuple(rows[0]), rows[1:]
+        header, rows, first = tuple(rows[0]), rows[1:], 2
+    for i, r in enumerate(rows):
+        if r and len(r) != len(header):
+            raise EarlyBertError(f"{path} line {i + first} has {len(r)} fields but the header has {len(header)}: "
+                                 "fix the row (a stray tab or a missing column)")
     return [dict(zip(header, r)) for r in rows if r]
 
 
@@ -181,10 +194,11 @@ def load_local(task: GlueTask, data_dir: str) -> GlueData:
 
 def load_hub(task: GlueTask) -> GlueData:
     """A task from the Hub (`nyu-mll/glue`)."""
-    from datasets import load_dataset
+    from earlybert.data.hub import load_hub_dataset
 
     def convert(split: str, labelled: bool) -> list[Example]:
-        ds = load_dataset("nyu-mll/glue", task.name, split=HUB_SPLITS[split])
+        ds = load_hub_dataset("nyu-mll/glue", task.name, split=HUB_SPLITS[split],
+                              hint="set data_dir to a local folder in the official GLUE layout")
         return [Example(tuple(r[c] for c in task.hub_columns), r["label"] if labelled else None, str(r["idx"]))
                 for r in ds]
 

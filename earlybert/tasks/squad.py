@@ -21,8 +21,9 @@ class QAExample:
     answer_start: int | None  # of the first answer; None when unanswerable
 
 
-def read_squad(path: str | Path) -> list[QAExample]:
-    """Questions of an official SQuAD JSON file, checking every answer_start against its context."""
+def read_squad(path: str | Path, check_offsets: bool = True) -> list[QAExample]:
+    """Questions of an official SQuAD JSON file, checking every answer_start against its context (training
+    needs the offsets; scoring, like the official script, does not)."""
     path = Path(path)
     if not path.is_file():
         raise EarlyBertError(f"SQuAD file {path} does not exist: point data_dir at train-v*.json and dev-v*.json")
@@ -30,32 +31,43 @@ def read_squad(path: str | Path) -> list[QAExample]:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise EarlyBertError(f"{path} is not a SQuAD JSON file (needs a top-level 'data' list)") from None
-    out = []
-    for article in data:
-        for para in article.get("paragraphs", []):
-            context = para["context"]
-            for qa in para.get("qas", []):
-                answers = qa.get("answers", [])
-                for a in answers:
-                    start, text = a["answer_start"], a["text"]
-                    if context[start:start + len(text)] != text:
-                        raise EarlyBertError(
-                            f"{path}: question {qa['id']} has answer_start {start} but the context there reads "
-                            f"{context[start:start + len(text)]!r}, not {text!r}: fix the answer offsets")
-                impossible = qa.get("is_impossible", False) or not answers
-                out.append(QAExample(qa["id"], qa["question"], context, [a["text"] for a in answers],
-                                     None if impossible else answers[0]["answer_start"]))
+    try:
+        out = [example for article in data for para in article.get("paragraphs", [])
+               for example in _paragraph_examples(para, path, check_offsets)]
+    except KeyError as e:
+        raise EarlyBertError(f"{path}: a paragraph, question or answer lacks the key {e.args[0]!r} (SQuAD needs "
+                             "context, qas, id, question, answers with text and answer_start): fix the file") from None
+    except (TypeError, AttributeError):
+        raise EarlyBertError(f"{path} does not have SQuAD's nesting (data -> paragraphs -> qas -> answers): "
+                             "fix the file") from None
     if not out:
         raise EarlyBertError(f"{path} holds no questions: give a non-empty SQuAD file")
     return out
 
 
+def _paragraph_examples(para: dict, path: Path, check_offsets: bool) -> list[QAExample]:
+    context, out = para["context"], []
+    for qa in para["qas"]:
+        answers = qa["answers"] if not qa.get("is_impossible", False) else qa.get("answers", [])
+        for a in answers:
+            start, text = a["answer_start"], a["text"]
+            if check_offsets and context[start:start + len(text)] != text:
+                raise EarlyBertError(
+                    f"{path}: question {qa['id']} has answer_start {start} but the context there reads "
+                    f"{context[start:start + len(text)]!r}, not {text!r}: fix the answer offsets")
+        impossible = qa.get("is_impossible", False) or not answers
+        out.append(QAExample(qa["id"], qa["question"], context, [a["text"] for a in answers],
+                             None if impossible else answers[0]["answer_start"]))
+    return out
+
+
 def load_hub_squad(name: str, split: str) -> list[QAExample]:
     """A SQuAD split from the Hub (`rajpurkar/squad` or `rajpurkar/squad_v2`)."""
-    from datasets import load_dataset
+    from earlybert.data.hub import load_hub_dataset
 
     out = []
-    for row in load_dataset(name, split=split):
+    for row in load_hub_dataset(name, split=split, hint="set data_dir to a folder with the official "
+                                "train-v*.json and dev-v*.json"):
         texts, starts = row["answers"]["text"], row["answers"]["answer_start"]
         out.append(QAExample(row["id"], row["question"], row["context"], list(texts),
                              starts[0] if texts else None))
