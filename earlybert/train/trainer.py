@@ -214,11 +214,14 @@ class Trainer:
         search = self.ticket_search
         if not search.due(self.step):
             return {}
+        # Every rank gathers the scores (DeepSpeed's fp32 masters are assembled collectively under ZeRO 1-2);
+        # rank 0 decides the masks and every rank applies the same ones.
+        scores = self._coefficient_scores()
         payload = None
-        if self.dist.is_main:  # rank 0 decides the masks; every rank applies the same ones
-            heads, ffn, tied = search.masks(*self._coefficient_scores())
+        if self.dist.is_main:
+            heads, ffn, tied = search.masks(*scores)
             payload = ([m.tolist() for m in heads], [m.tolist() for m in ffn], tied)
-            self._save_coefficients()
+            self._save_coefficients(scores)
         heads, ffn, tied = broadcast_object(payload)
         self.masks = ([torch.tensor(m, dtype=torch.int8) for m in heads],
                       [torch.tensor(m, dtype=torch.int8) for m in ffn])
@@ -231,7 +234,7 @@ class Trainer:
                    "limit": f"no early bird by max_search_steps={self.search.max_search_steps}"}[why]
             self.logger.print(f"step {self.step}: {how}; drawing the ticket and shrinking")
             started = time.perf_counter()
-            self._shrink(why)
+            self._shrink(why, scores)
             out["shrink_s"] = time.perf_counter() - started
             self.times["shrink"] = self.times.get("shrink", 0.0) + out["shrink_s"]
         return out
@@ -247,18 +250,18 @@ class Trainer:
         model = self.model
         return [fp32(c) for c in head_coefficients(model)], [fp32(c) for c in ffn_coefficients(model)]
 
-    def _save_coefficients(self) -> None:
+    def _save_coefficients(self, scores: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
         folder = self.run_dir / "search"
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {}
-        for kind, coefs in zip(("heads", "ffn"), self._coefficient_scores()):
+        for kind, coefs in zip(("heads", "ffn"), scores):
             tensors.update({f"{kind}.{i}": c.contiguous() for i, c in enumerate(coefs)})
         save_file(tensors, str(folder / f"coefficients_step_{self.step:08d}.safetensors"),
                   metadata={"step": str(self.step), "model_type": self.model.config.model_type})
 
-    def _shrink(self, why: str) -> None:
+    def _shrink(self, why: str, scores: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
         model = self.model
-        heads_c, ffn_c = self._coefficient_scores()
+        heads_c, ffn_c = scores
         self.ticket = self.ticket_search.ticket(model.config.model_type, *self.masks, {"heads": heads_c, "ffn": ffn_c},
                                                 self.step, why)
         if self.dist.is_main:
