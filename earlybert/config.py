@@ -190,8 +190,8 @@ def help_text(cls: type, prefix: str = "") -> list[str]:
     return lines
 
 
-def config_from_cli(cls: type[T], argv: list[str], prog: str) -> T:
-    """`--config FILE` plus key=value overrides -> a validated config; `--help` lists every key.
+def split_cli(argv: list[str], prog: str, cls: type) -> tuple[str | None, list[str]]:
+    """(`--config FILE`, key=value overrides) from a command line; `--help` prints `cls`'s keys and exits.
 
     `--local_rank` (added by the deepspeed launcher) is ignored: the rank comes from the environment.
     """
@@ -217,4 +217,9 @@ def config_from_cli(cls: type[T], argv: list[str], prog: str) -> T:
         else:
             overrides.append(arg)
         i += 1
-    return load_config(cls, path, overrides)
+    return path, overrides
+
+
+def config_from_cli(cls: type[T], argv: list[str], prog: str) -> T:
+    """`--config FILE` plus key=value overrides -> a validated config; `--help` lists every key."""
+    return load_config(cls, *split_cli(argv, prog, cls))

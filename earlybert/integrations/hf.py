@@ -218,14 +218,10 @@ class EarlyBertTrainer(Trainer):
     def _bind_scores(self) -> None:
         if not self.is_deepspeed_enabled:
             return
-        from deepspeed.utils import safe_get_full_fp32_param
-
-        def fp32(p):
-            master = safe_get_full_fp32_param(p)
-            return (master if master is not None else p).detach().float().cpu()
+        from earlybert.train.engine import fp32_values
 
         def scores():
-            return [fp32(c) for c in head_coefficients(self.model)], [fp32(c) for c in ffn_coefficients(self.model)]
+            return fp32_values(head_coefficients(self.model)), fp32_values(ffn_coefficients(self.model))
 
         self._search_callback().scores = scores
 

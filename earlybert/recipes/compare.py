@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from earlybert.config import config_from_cli, help_text, load_config
+from earlybert.config import config_from_cli, help_text, load_config, split_cli
 from earlybert.errors import EarlyBertError
 from earlybert.recipes.finetune import MODES, FinetuneConfig
 
@@ -259,25 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         compare_args = [a.removeprefix("compare.") for a in argv if a.startswith("compare.")]
         rest = [a for a in argv if not a.startswith("compare.")]
         cmp = config_from_cli(CompareConfig, compare_args, "earlybert compare")
-        path, overrides = _split_config(rest)
-        config_from_cli(FinetuneConfig, rest, "earlybert compare")  # unknown keys fail here, before any run
+        path, overrides = split_cli(rest, "earlybert compare", FinetuneConfig)
+        load_config(FinetuneConfig, path, overrides)  # unknown keys fail here, before any run
         run(cmp, path, overrides)
     except EarlyBertError as e:
         print(f"earlybert compare: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
-    path, rest, i = None, [], 0
-    while i < len(argv):
-        if argv[i] == "--config" and i + 1 < len(argv):
-            path, i = argv[i + 1], i + 2
-            continue
-        if argv[i].startswith("--config="):
-            path = argv[i].split("=", 1)[1]
-        else:
-            rest.append(argv[i])
-        i += 1
-    return path, rest
-

@@ -99,3 +99,15 @@ def carry_optimizer_state(old_engine, old_model: nn.Module, new_engine, new_mode
         return False  # a wrapped optimizer (bf16/ZeRO) holds flat master copies instead
     transfer_adam_state(old_opt, old_model, new_opt, new_model, plan)
     return True
+
+
+def fp32_values(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """fp32 CPU copies of `params`: DeepSpeed's fp32 masters where bf16/ZeRO 1-2 keep them (assembled with a
+    collective: call on every rank), else the parameters themselves."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    out = []
+    for p in params:
+        master = safe_get_full_fp32_param(p)
+        out.append((master if master is not None else p).detach().float().cpu())
+    return out

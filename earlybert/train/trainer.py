@@ -26,7 +26,7 @@ from earlybert.ticket.search import SearchSteps, TicketSearch
 from earlybert.ticket.shrink import prune_plan, shrink_model
 from earlybert.ticket.ticket import Ticket
 from earlybert.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object
-from earlybert.train.engine import build_engine, carry_optimizer_state
+from earlybert.train.engine import build_engine, carry_optimizer_state, fp32_values
 from earlybert.train.logger import RunLogger
 from earlybert.train.objectives import Objective, Stat
 from earlybert.train.run_checkpoint import RunCheckpointer, latest_checkpoint
@@ -240,15 +240,8 @@ class Trainer:
         return out
 
     def _coefficient_scores(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The coefficients' fp32 values: DeepSpeed's fp32 masters where bf16/ZeRO keeps them, else the parameters."""
-        from deepspeed.utils import safe_get_full_fp32_param
-
-        def fp32(p: torch.Tensor) -> torch.Tensor:
-            master = safe_get_full_fp32_param(p)
-            return (master if master is not None else p).detach().float().cpu()
-
-        model = self.model
-        return [fp32(c) for c in head_coefficients(model)], [fp32(c) for c in ffn_coefficients(model)]
+        """The coefficients' fp32 values (DeepSpeed's masters under bf16/ZeRO)."""
+        return fp32_values(head_coefficients(self.model)), fp32_values(ffn_coefficients(self.model))
 
     def _save_coefficients(self, scores: tuple[list[torch.Tensor], list[torch.Tensor]]) -> None:
         folder = self.run_dir / "search"
