@@ -98,17 +98,18 @@ def run_earlybert(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | 
                           capture_output=True, text=True, timeout=timeout)
 
 
-def kill_at_step(args: list[str], run_dir: Path, step: int) -> None:
-    """Start `earlybert ARGS` and SIGKILL it once its metrics.jsonl has logged `step`."""
+def kill_at_step(args: list[str], run_dir: Path, step: int, launcher: list[str] | None = None) -> None:
+    """Start `earlybert ARGS` (or `LAUNCHER ARGS`) and SIGKILL it, workers included, once its metrics.jsonl
+    has logged `step`."""
     import json
     import signal
     import time
 
     env = clean_env()
     # The run is niced so this watcher gets the CPU it needs to kill it on time on a 2-core machine.
-    proc = subprocess.Popen([sys.executable, "-m", "earlybert", *args], cwd=REPO, env=env,
+    proc = subprocess.Popen([*(launcher or [sys.executable, "-m", "earlybert"]), *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.nice(10))
+                            preexec_fn=lambda: os.nice(10), start_new_session=True)
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline:
         try:
@@ -116,8 +117,16 @@ def kill_at_step(args: list[str], run_dir: Path, step: int) -> None:
         except (FileNotFoundError, json.JSONDecodeError):
             rows = []
         if rows and rows[-1]["step"] >= step:
-            proc.send_signal(signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.005)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"run ended on its own: {proc.stderr.read()[-2000:]}"
+
+
+def torchrun(script: str, *args: str, env: dict | None = None, timeout: int = 600):
+    """Run `script ARGS` on two CPU ranks with torchrun, from the repository root."""
+    launcher = str(Path(sys.executable).parent / "torchrun")
+    return subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", script, *args], cwd=REPO,
+                          env=clean_env(PYTHONUNBUFFERED="1", **(env or {})), capture_output=True, text=True,
+                          timeout=timeout)

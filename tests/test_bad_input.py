@@ -33,7 +33,7 @@ def env(tmp_path_factory, pydoc_corpus):
     (root / "empty.txt").write_text("\n\n")
     (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
     (root / "ds.json").write_text("{not json")
-    (root / "zero3.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    (root / "zero4.json").write_text(json.dumps({"zero_optimization": {"stage": 4}}))
     finished = root / "finished"
     finished.mkdir()
     (finished / "summary.json").write_text("{}")
@@ -145,7 +145,8 @@ CASES = {
     "resume without checkpoint": (pre("resume={root}/norun"), "resume={root}/norun holds no checkpoint"),
     "missing DeepSpeed JSON": (pre("train.deepspeed_config={root}/none.json"), "DeepSpeed config {root}/none.json"),
     "invalid DeepSpeed JSON": (pre("train.deepspeed_config={root}/ds.json"), "is not valid JSON"),
-    "ZeRO-3 for a search": (pre("train.deepspeed_config={root}/zero3.json"), "uses ZeRO stage 3"),
+    "ZeRO stage that does not exist": (pre("train.deepspeed_config={root}/zero4.json"),
+                                       "sets zero_optimization.stage=4: ZeRO has stages 0, 1, 2 and 3"),
     "phases disagree with max_steps": (pre("phases=[{{steps: 5, seq_len: 32}}]"), "phases add up to 5 steps"),
     "ticket format version": (shrink(ticket="{root}/v9.json"), "has format 'earlybert-ticket/9'"),
     "ticket shape mismatch": (shrink(ticket="{root}/shape.json"), "do not match the model"),

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from earlybert.ticket.ticket import Ticket
-from tests.conftest import REPO, clean_env, kill_at_step, run_earlybert
+from tests.conftest import REPO, clean_env, kill_at_step, run_earlybert, torchrun
 
 TINY = str(REPO / "configs/pretrain/tiny.yaml")
 
@@ -128,10 +128,7 @@ def test_two_ranks_and_one_rank_draw_the_same_ticket(pydoc_corpus, tmp_path):
     two = tiny_args(tmp_path / "two", pydoc_corpus, tmp_path / "cache", *no_dropout, "train.micro_batch_size=4")
     result = run_earlybert("pretrain", *one)
     assert result.returncode == 0, result.stderr[-3000:]
-    env = clean_env()
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "pretrain/run_pretrain.py", *two],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = torchrun("pretrain/run_pretrain.py", *two)
     assert result.returncode == 0, result.stderr[-3000:]
     t1, t2 = Ticket.load(tmp_path / "one" / "ticket.json"), Ticket.load(tmp_path / "two" / "ticket.json")
     assert t1.metadata["step"] == t2.metadata["step"]
@@ -216,3 +213,42 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(baseline, pydo
     expected = load_file(baseline / "model" / "model.safetensors")
     got = load_file(run_dir / "model" / "model.safetensors")
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def bf16_zero_json(folder: Path, stage: int) -> Path:
+    """The shipped bf16 ZeRO config of `stage`, with every parameter partitioned (a tiny model's would all stay
+    whole under ZeRO-3's default persistence threshold, skipping the gather paths)."""
+    shipped = json.loads((REPO / f"configs/deepspeed/zero{stage}_bf16.json").read_text())
+    shipped["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = folder / f"zero{stage}_bf16.json"
+    path.write_text(json.dumps(shipped))
+    return path
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_ranks_bf16_zero_search_shrink_sigkill_resume_ends_with_identical_weights(pydoc_corpus, tmp_path, stage):
+    def args(name: str) -> list[str]:
+        return tiny_args(tmp_path / name, pydoc_corpus, tmp_path / "cache", "train.micro_batch_size=4",
+                         f"train.deepspeed_config={bf16_zero_json(tmp_path, stage)}", "train.max_steps=40",
+                         "search.max_search_steps=30", "search.threshold=0.2", "checkpoint.every=5")
+
+    whole = torchrun("pretrain/run_pretrain.py", *args("whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "identical on all 2 ranks" in whole.stdout  # the slim shapes each rank built, compared
+    summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert summary["stage"] == "slim" and summary["optimizer_state_at_shrink"] == "carried"
+    drawn = summary["ticket_step"]
+    assert summary["fired"] and drawn <= 25, drawn  # leaves slim checkpoints (every 5 steps) before the kill
+    kill_at_step(["pretrain/run_pretrain.py", *args("killed")], tmp_path / "killed", drawn + 8,
+                 launcher=[str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"])
+    resumed = torchrun("pretrain/run_pretrain.py", *args("killed"), "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "training from step" in resumed.stdout and "stage slim" in resumed.stdout
+    # Same ranks, same reductions, fp32 masters and moments restored from the checkpoint: bit-identical.
+    expected = load_file(tmp_path / "whole" / "model" / "model.safetensors")
+    got = load_file(tmp_path / "killed" / "model" / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    killed, whole = Ticket.load(tmp_path / "killed" / "ticket.json"), Ticket.load(tmp_path / "whole" / "ticket.json")
+    assert (killed.heads, killed.ffn) == (whole.heads, whole.ffn)

@@ -3,6 +3,7 @@
 import errno
 import json
 import pickle
+import time
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from earlybert.recipes.pretrain import PretrainConfig, run
 from earlybert.train import run_checkpoint
 from earlybert.train.objectives import MaskedLMObjective
 from earlybert.train.run_checkpoint import latest_checkpoint
-from tests.conftest import REPO
+from tests.conftest import REPO, torchrun
 
 
 def tiny_config(tmp_path, corpus, *extra):
@@ -42,6 +43,28 @@ def test_non_finite_loss_stops_before_the_update_and_keeps_good_checkpoints(tmp_
     state = torch.load(last / "mp_rank_00_model_states.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["module"].values() if torch.is_tensor(v))
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("ds_config", ["cpu", "zero0_bf16", "zero1_bf16", "zero2_bf16", "zero3_bf16"])
+def test_a_non_finite_gradient_stops_the_run_under_every_precision_and_zero_stage(tmp_path, pydoc_corpus, monkeypatch,
+                                                                                   ds_config):
+    # The loss stays finite; ZeRO and bf16 keep gradients off `p.grad`, so the engine's verdict must be used.
+    calls = {"n": 0}
+    real_forward = MaskedLMObjective.forward
+
+    def forward(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            weight = self.model.get_input_embeddings().weight
+            handle = weight.register_hook(lambda grad: (handle.remove(), grad * float("nan"))[1])
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(MaskedLMObjective, "forward", forward)
+    ds_json = REPO / "configs/deepspeed" / f"{ds_config}.json"
+    config = tiny_config(tmp_path, pydoc_corpus, f"train.deepspeed_config={ds_json}")
+    with pytest.raises(EarlyBertError, match=r"non-finite gradient norm \((nan|inf)\) at step 5: stopping before the "
+                                             r"update; the last good checkpoint is .*step_00000004"):
+        run(config)
 
 
 def test_failed_checkpoint_write_reports_the_cause_and_keeps_the_previous(tmp_path, pydoc_corpus, monkeypatch):
@@ -90,3 +113,41 @@ def test_a_checkpoint_with_a_pickled_payload_is_refused(tmp_path, pydoc_corpus):
         pickle.dump({"module": Payload()}, f)
     with pytest.raises(EarlyBertError, match="is not plain tensor data .*refusing to load it"):
         run(tiny_config(tmp_path, pydoc_corpus, "search.enabled=false", "train.max_steps=4", "resume=auto"))
+
+
+def two_rank_args(tmp_path, corpus, *extra) -> list[str]:
+    """The tiny config on two ranks under bf16 ZeRO-2, checkpoints every 5 steps."""
+    return ["--config", str(REPO / "configs/pretrain/tiny.yaml"), f"output_dir={tmp_path / 'run'}",
+            f"data.train_files={corpus}", f"data.cache_dir={tmp_path / 'cache'}", "train.micro_batch_size=4",
+            f"train.deepspeed_config={REPO / 'configs/deepspeed/zero2_bf16.json'}", "train.max_steps=20",
+            "search.max_search_steps=15", "checkpoint.every=5", *extra]
+
+
+def test_nan_in_one_ranks_gradient_under_bf16_zero2_stops_every_rank_before_the_update(tmp_path, pydoc_corpus):
+    # The loss stays finite: only DeepSpeed's partitioned gradients (reduced across ranks) see the NaN.
+    result = torchrun("tests/faulty_rank.py", *two_rank_args(tmp_path, pydoc_corpus), env={"FAULT": "nan:8"})
+    assert result.returncode != 0
+    last = tmp_path / "run" / "checkpoints" / "step_00000005"
+    lines = [line for line in result.stderr.splitlines() if "earlybert pretrain: error:" in line]
+    assert lines, result.stderr[-3000:]
+    for line in lines:  # every rank that reports says the same
+        assert "non-finite gradient norm (inf) at step 8: stopping before the update" in line
+        assert f"the last good checkpoint is {last}" in line
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step_00000005"
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_checkpoint_write_failing_on_rank_1_only_ends_both_ranks_with_the_cause(tmp_path, pydoc_corpus):
+    # Rank 1's ZeRO shard of the step-10 checkpoint fails to write while rank 0 waits in DeepSpeed's barrier.
+    started = time.monotonic()
+    result = torchrun("tests/faulty_rank.py", *two_rank_args(tmp_path, pydoc_corpus), env={"FAULT": "checkpoint:2"},
+                      timeout=300)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    cause = "could not write the checkpoint of step 10"
+    lines = [line for line in result.stderr.splitlines() if cause in line]
+    assert any(line.endswith("(rank 1)") for line in lines), result.stderr[-3000:]  # rank 0, told by rank 1
+    assert all("No space left on device" in line and "step_00000005 is intact" in line for line in lines)
+    assert elapsed < 120, elapsed  # a hang would wait for gloo's 30-minute timeout
+    root = tmp_path / "run" / "checkpoints"
+    assert (root / "latest").read_text() == "step_00000005"

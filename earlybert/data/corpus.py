@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,17 +154,29 @@ def cached_wordpiece(docs: list[str], vocab_size: int, cache_dir: str):
     for d in docs:
         h.update(hashlib.sha256(d.encode()).digest())
     folder = Path(cache_dir).expanduser() / f"tokenizer-{h.hexdigest()[:24]}"
-    if (folder / "tokenizer.json").is_file():
-        return load_tokenizer(str(folder))
-    tokenizer = train_wordpiece(docs, vocab_size)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tokenizer-"))
-    tokenizer.save_pretrained(str(tmp))
-    try:
+    with cache_lock(folder.parent):  # one process trains; the others (ranks, runs) wait and load its result
+        if (folder / "tokenizer.json").is_file():
+            return load_tokenizer(str(folder))
+        tokenizer = train_wordpiece(docs, vocab_size)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tokenizer-"))
+        tokenizer.save_pretrained(str(tmp))
         os.replace(tmp, folder)
-    except OSError:  # another rank or run got there first
-        shutil.rmtree(tmp, ignore_errors=True)
     return tokenizer
+
+
+@contextmanager
+def cache_lock(folder: Path):
+    """Hold an exclusive lock on a cache folder (created if needed) across processes on this machine.
+
+    Ranks start before their process group exists, so the lock is a file lock, not a barrier.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_tokenizer(path: str):
@@ -225,14 +238,14 @@ def cached_blocks(docs: list[str], tokenizer, seq_len: int, cache_dir: str) -> t
     key = fingerprint(docs, tokenizer, seq_len)
     folder = Path(cache_dir).expanduser()
     path = folder / f"blocks-{key}.npy"
-    if path.is_file():
-        return np.load(path), key, True
-    blocks = pack_blocks(docs, tokenizer, seq_len)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, blocks)
-    os.replace(tmp, path)
+    with cache_lock(folder):  # one rank packs, the others wait and read the same file
+        if path.is_file():
+            return np.load(path), key, True
+        blocks = pack_blocks(docs, tokenizer, seq_len)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, blocks)
+        os.replace(tmp, path)
     return blocks, key, False
 
 

@@ -58,8 +58,8 @@ def training_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: floa
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Unique parameters (tied embeddings counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    """Unique parameters (tied embeddings counted once; ZeRO-3 partitions counted whole)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in {id(p): p for p in model.parameters()}.values())
 
 
 def accounting(model: nn.Module, seq_len: int = 128, mlm_fraction: float = 1.0) -> dict:

@@ -140,7 +140,7 @@ def run(cfg: FinetuneConfig) -> dict:
     from earlybert.data.batches import ExampleBatches
     from earlybert.tasks.evaluation import evaluate_run
     from earlybert.ticket.masks import random_ticket
-    from earlybert.train.distributed import barrier, setup_distributed, teardown
+    from earlybert.train.distributed import SharedFailures, barrier, setup_distributed
     from earlybert.train.engine import deepspeed_config
     from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
     from earlybert.train.trainer import Trainer
@@ -151,7 +151,7 @@ def run(cfg: FinetuneConfig) -> dict:
     tokenizer, kind, data, features, model, objective, steps = load_inputs(cfg)
     deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
     dist = setup_distributed()
-    try:
+    with SharedFailures("earlybert finetune"):
         start_run_dir(run_dir, cfg, cfg.overwrite, resume_from, dist.is_main)
         if cfg.mode == "random" and resume_from is None:
             if dist.is_main:
@@ -170,8 +170,6 @@ def run(cfg: FinetuneConfig) -> dict:
             write_summary(run_dir, summary)
         barrier()
         return summary
-    finally:
-        teardown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(cfg)
     except EarlyBertError as e:
         print(f"earlybert finetune: error: {e}", file=sys.stderr)
-        return 2
+        from earlybert.train.distributed import failed_exit_code
+
+        return failed_exit_code()
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary.get("eval", {}), indent=1))
     return 0

@@ -171,7 +171,7 @@ def load_inputs(cfg: PretrainConfig, run_dir: Path):
 def run(cfg: PretrainConfig) -> dict:
     """Run (or resume) a pretraining job; returns the summary."""
     from earlybert.data.batches import PretrainBatches
-    from earlybert.train.distributed import barrier, setup_distributed, teardown
+    from earlybert.train.distributed import SharedFailures, barrier, setup_distributed
     from earlybert.train.engine import deepspeed_config
     from earlybert.train.objectives import MaskedLMObjective, PretrainingObjective
     from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
@@ -183,7 +183,7 @@ def run(cfg: PretrainConfig) -> dict:
     docs, tokenizer, model, steps = load_inputs(cfg, run_dir)
     deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
     dist = setup_distributed()
-    try:
+    with SharedFailures("earlybert pretrain"):
         start_run_dir(run_dir, cfg, cfg.overwrite, resume_from, dist.is_main)
         if dist.is_main and not (run_dir / "tokenizer" / "tokenizer.json").is_file():
             tokenizer.save_pretrained(str(run_dir / "tokenizer"))
@@ -204,8 +204,6 @@ def run(cfg: PretrainConfig) -> dict:
             print(f"done: {summary['steps']} steps; ticket drawn at step {summary['ticket_step']} "
                   f"(fired: {summary['fired']}); model in {run_dir / 'model'}", flush=True)
         return summary
-    finally:
-        teardown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,5 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         run(config_from_cli(PretrainConfig, sys.argv[1:] if argv is None else argv, "earlybert pretrain"))
     except EarlyBertError as e:
         print(f"earlybert pretrain: error: {e}", file=sys.stderr)
-        return 2
+        from earlybert.train.distributed import failed_exit_code
+
+        return failed_exit_code()
     return 0

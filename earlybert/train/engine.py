@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from earlybert.errors import EarlyBertError
-from earlybert.ticket.coefficients import is_coefficient_name
-from earlybert.ticket.shrink import PrunePlan, transfer_adam_state
+from earlybert.ticket.coefficients import attach_coefficients, has_coefficients, is_coefficient_name
+from earlybert.ticket.shrink import PrunePlan, apply_plan, transfer_adam_state
 from earlybert.train.distributed import DistInfo
 from earlybert.train.trainer_config import TrainConfig
 
@@ -45,8 +45,8 @@ def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
         config[key] = value
     config.setdefault("steps_per_print", 10**9)  # we log ourselves
     stage = config.get("zero_optimization", {}).get("stage", 0)
-    if stage == 3:
-        raise EarlyBertError(f"{path} uses ZeRO stage 3, which ticket search does not support yet: use stage 0-2")
+    if stage not in (0, 1, 2, 3):
+        raise EarlyBertError(f"{path} sets zero_optimization.stage={stage!r}: ZeRO has stages 0, 1, 2 and 3")
     return config
 
 
@@ -88,21 +88,121 @@ def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coeff
     return engine
 
 
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def _adam_steps(optimizer) -> float | None:
+    """The AdamW step count of an optimizer's (inner, for DeepSpeed wrappers) state, None before its first step."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    for state in getattr(inner, "state", {}).values():
+        if "step" in state:
+            return float(state["step"])
+    return None
+
+
+def _plain_state(optimizer, model: nn.Module) -> bool:
+    """Whether a torch optimizer keeps per-parameter state for `model` itself (fp32, ZeRO-0)."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        return False
+    ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    return any(id(p) in ids for p in model.parameters())
+
+
 def carry_optimizer_state(old_engine, old_model: nn.Module, new_engine, new_model: nn.Module,
                           plan: PrunePlan) -> bool:
-    """Slice AdamW moments into the slim engine's optimizer; False where the optimizer keeps no per-parameter state."""
+    """Slice the full model's AdamW moments into the slim engine's optimizer and carry its step count.
+
+    A plain optimizer keeps per-parameter state; ZeRO 1-3 and the bf16 wrappers keep partitioned flat fp32
+    copies that DeepSpeed assembles and scatters (collective: call on every rank). False, and the slim
+    optimizer starts fresh, where the state is not reachable (a JSON-named optimizer, bf16 ZeRO-0).
+    """
+    from deepspeed.utils import safe_get_full_optimizer_state
+
     old_opt, new_opt = old_engine.optimizer, new_engine.optimizer
-    if not (isinstance(old_opt, torch.optim.Optimizer) and isinstance(new_opt, torch.optim.Optimizer)):
+    if _plain_state(old_opt, old_model) and isinstance(new_opt, torch.optim.Optimizer):
+        transfer_adam_state(old_opt, old_model, new_opt, new_model, plan)
+        return True
+    if hasattr(old_opt, "fp32_groups") and hasattr(new_opt, "fp32_groups"):  # bf16 ZeRO-0: fp32 copy per parameter
+        return _carry_unfused(old_opt, old_model, new_opt, new_model, plan)
+    steps, inner = _adam_steps(old_opt), getattr(new_opt, "optimizer", None)
+    if steps is None or not isinstance(inner, torch.optim.AdamW) or not hasattr(old_opt, "optimizer"):
         return False
-    old_ids = {id(p) for g in old_opt.param_groups for p in g["params"]}
-    if not any(id(p) in old_ids for p in old_model.parameters()):
-        return False  # a wrapped optimizer (bf16/ZeRO) holds flat master copies instead
-    transfer_adam_state(old_opt, old_model, new_opt, new_model, plan)
+    _link_state(old_opt)
+    _prime_adam_state(new_opt, steps)
+    new_params = dict(new_model.named_parameters())
+    for name, p in old_model.named_parameters():
+        if name not in new_params:
+            continue  # coefficients are gone from the slim model
+        for key in ADAM_MOMENTS:
+            full = safe_get_full_optimizer_state(p, key)
+            if full is None:
+                return False
+            full = full.reshape(p.ds_shape if hasattr(p, "ds_shape") else p.shape)
+            _set_full_state(new_params[name], apply_plan({name: full}, plan)[name], key)
     return True
 
 
+def _set_full_state(param: torch.Tensor, value: torch.Tensor, key: str) -> None:
+    """DeepSpeed's `safe_set_full_optimizer_state`, but under ZeRO-3 each rank writes its own padded share
+    (0.19.8's full setter reads past the end for the last rank when the size does not divide evenly)."""
+    from deepspeed.utils import safe_set_full_optimizer_state, safe_set_local_optimizer_state
+
+    if not hasattr(param, "ds_id"):
+        safe_set_full_optimizer_state(param, value, key)
+        return
+    share, rank = param.ds_tensor.numel(), torch.distributed.get_rank()
+    padded = torch.zeros(share * torch.distributed.get_world_size(), dtype=torch.float32)
+    padded[: value.numel()] = value.flatten()
+    safe_set_local_optimizer_state(param, padded[rank * share:(rank + 1) * share], key)
+
+
+def _carry_unfused(old_opt, old_model: nn.Module, new_opt, new_model: nn.Module, plan: PrunePlan) -> bool:
+    """Carry AdamW state between DeepSpeed's unfused wrappers, whose inner optimizer keys it by fp32 copies."""
+    def masters(wrapper, model: nn.Module) -> dict[str, torch.Tensor]:
+        copies = {id(lp): hp for lps, hps in zip(wrapper.fp16_groups, wrapper.fp32_groups) for lp, hp in zip(lps, hps)}
+        return {name: copies[id(p)] for name, p in model.named_parameters() if id(p) in copies}
+
+    old, new = masters(old_opt, old_model), masters(new_opt, new_model)
+    for name, hp in new.items():
+        state = old_opt.optimizer.state.get(old.get(name))
+        if not state:
+            return False
+        new_opt.optimizer.state[hp] = {k: apply_plan({name: v}, plan)[name].clone() if v.shape == old[name].shape
+                                       else v.clone() for k, v in state.items()}
+    return True
+
+
+def _prime_adam_state(wrapper, steps: float) -> None:
+    """Give a DeepSpeed wrapper's inner AdamW zero moments and the full model's step count (bias correction
+    goes on from there) before its first step, so DeepSpeed can address them per parameter."""
+    inner = wrapper.optimizer
+    # The flat fp32 partitions the wrapper steps (it swaps them into the inner optimizer's groups per step).
+    for attribute in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat", "fp32_groups_flat_partition"):
+        flats = getattr(wrapper, attribute, None)
+        if flats is not None:
+            break
+    else:
+        flats = [p for group in inner.param_groups for p in group["params"]]
+    for flat in flats:
+        if flat is not None:
+            state = inner.state[flat]
+            state.setdefault("exp_avg", torch.zeros_like(flat))
+            state.setdefault("exp_avg_sq", torch.zeros_like(flat))
+            state["step"] = torch.tensor(float(steps))
+    _link_state(wrapper)
+
+
+def _link_state(wrapper) -> None:
+    """(Re)map each parameter of ZeRO 1-2 / the bf16 optimizer into the flat AdamW state. DeepSpeed links them
+    once, after the first step, and leaves a group whose state appeared later unlinked (seen with a second
+    no-decay group in 0.19.8)."""
+    if hasattr(wrapper, "_lazy_init_hp_params_optimizer_state"):
+        wrapper._hp_optimizer_states_linked = False
+        wrapper._lazy_init_hp_params_optimizer_state()
+
+
 def fp32_values(params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """fp32 CPU copies of `params`: DeepSpeed's fp32 masters where bf16/ZeRO 1-2 keep them (assembled with a
+    """fp32 CPU copies of `params`: DeepSpeed's fp32 masters where bf16/ZeRO keep them (assembled with a
     collective: call on every rank), else the parameters themselves."""
     from deepspeed.utils import safe_get_full_fp32_param
 
@@ -111,3 +211,23 @@ def fp32_values(params: list[torch.Tensor]) -> list[torch.Tensor]:
         master = safe_get_full_fp32_param(p)
         out.append((master if master is not None else p).detach().float().cpu())
     return out
+
+
+def consolidated_copy(model: nn.Module) -> nn.Module:
+    """A plain fp32 CPU copy of a model DeepSpeed trains, with its full weights (collective under ZeRO).
+
+    Under ZeRO-3 the model's own parameters are empty partitions; under bf16 they are rounded copies:
+    the copy takes DeepSpeed's fp32 masters instead, and buffers from the model.
+    """
+    names, params = zip(*model.named_parameters())
+    state = dict(zip(names, fp32_values(list(params))))
+    with torch.device("meta"):  # no random init: every tensor is filled below
+        copy = type(model)(model.config)
+        if has_coefficients(model):
+            attach_coefficients(copy)
+    copy = copy.to_empty(device="cpu")
+    copy.load_state_dict(state, strict=False)  # tied names appear once in named_parameters()
+    copy.tie_weights()  # the MLM decoder shares the word embeddings again
+    for name, buffer in model.named_buffers():  # non-persistent buffers (position ids) are not in a state dict
+        copy.get_buffer(name).copy_(buffer.detach())
+    return copy.train(model.training)

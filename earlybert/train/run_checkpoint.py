@@ -51,6 +51,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _deepspeed_records() -> list[type]:
+    """Plain-data classes DeepSpeed 0.19 pickles into ZeRO and bf16 checkpoints (attributes only, no code run)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
 class RunCheckpointer:
     """`RUN/checkpoints/step_N/` folders and a `latest` file naming the newest complete one."""
 
@@ -108,11 +117,13 @@ class RunCheckpointer:
         """Load DeepSpeed state (weights, optimizer) and this rank's RNG state from `folder`.
 
         DeepSpeed unpickles its files without restrictions, so each is first read with
-        `weights_only=True`: a file holding anything beyond tensors and plain containers is refused.
+        `weights_only=True`: a file holding anything beyond tensors, plain containers and DeepSpeed's own
+        record types (loss scaler settings, the ZeRO stage, fragment addresses) is refused.
         """
         for path in sorted(folder.glob("*.pt")):
             try:
-                torch.load(path, weights_only=True, map_location="cpu")
+                with torch.serialization.safe_globals(_deepspeed_records()):
+                    torch.load(path, weights_only=True, map_location="cpu")
             except Exception as e:  # an UnpicklingError names the refused global
                 raise EarlyBertError(f"checkpoint file {path} is not plain tensor data ({type(e).__name__}): "
                                      "refusing to load it; resume only from checkpoints this program wrote") from None

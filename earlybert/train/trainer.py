@@ -6,7 +6,7 @@ model as it is (baselines). The loop reads top to bottom in `fit`.
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -18,15 +18,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from earlybert.errors import EarlyBertError
-from earlybert.models.adapters import get_adapter
+from earlybert.models.adapters import get_adapter, layer_sizes
 from earlybert.models.checkpoint import write_dir_atomically
 from earlybert.models.flops import accounting
 from earlybert.ticket.coefficients import attach_coefficients, detach_coefficients, ffn_coefficients, head_coefficients
 from earlybert.ticket.search import SearchSteps, TicketSearch
 from earlybert.ticket.shrink import prune_plan, shrink_model
 from earlybert.ticket.ticket import Ticket
-from earlybert.train.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object
-from earlybert.train.engine import build_engine, carry_optimizer_state, fp32_values
+from earlybert.train.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, broadcast_object
+from earlybert.train.engine import build_engine, carry_optimizer_state, consolidated_copy, fp32_values
 from earlybert.train.logger import RunLogger
 from earlybert.train.objectives import Objective, Stat
 from earlybert.train.run_checkpoint import RunCheckpointer, latest_checkpoint
@@ -66,6 +66,8 @@ class Trainer:
         self.full_accounting = accounting(model, seq_len, mlm_fraction)
         self.task = get_adapter(model).task_of(model)
         self.step, self.ticket, self.masks, self.tokens = 0, None, None, 0
+        # At the shrink: "carried" (AdamW moments sliced), "restarted" (re-warmed up from restart_step), None.
+        self.optimizer_state, self.restart_step = None, None
         self._flops_cache: dict[int, int] = {}
         self.times: dict[str, float] = {}
         self.steps_in: dict[str, int] = {}
@@ -106,6 +108,7 @@ class Trainer:
         self.stage, self.step = Stage(state["stage"]), state["step"]
         self.times, self.steps_in, self.tokens = state["times"], state["steps_in"], state["tokens"]
         self.end_step, self.slim_start = state.get("end_step", self.train.max_steps), state.get("slim_start")
+        self.optimizer_state, self.restart_step = state.get("optimizer_state"), state.get("restart_step")
         if self.ticket_search is not None:
             self.ticket_search.load_state_dict(state["detector"])
         if (folder / "ticket.json").is_file():
@@ -150,7 +153,10 @@ class Trainer:
 
     def _lr(self) -> float:
         if self.slim_start is None:
-            return self.train.lr_at(self.step)
+            lr = self.train.lr_at(self.step)
+            if self.restart_step is not None:  # fresh AdamW moments after the shrink: warm up again
+                lr *= min(1.0, (self.step - self.restart_step + 1) / max(1, self.train.warmup_steps))
+            return lr
         # After a rewind: a fresh schedule (warm-up, then decay) over the slim stage's own length.
         return self.train.lr_at(self.step - self.slim_start, self.end_step - self.slim_start)
 
@@ -173,6 +179,8 @@ class Trainer:
             if i == len(micro_batches) - 1:  # before the optimizer step at the accumulation boundary
                 self._check_gradients()
             self.engine.step()
+            if i == len(micro_batches) - 1:
+                self._check_step_applied()
             totals[:Stat.TOKENS] += stats.detach().cpu().float()
             totals[Stat.TOKENS] += batch["input_ids"].numel()
         all_reduce_sum(totals)
@@ -188,15 +196,18 @@ class Trainer:
         return metrics
 
     def _check_gradients(self) -> None:
-        """Stop on a non-finite gradient where gradients sit on the parameters (fp32, ZeRO 0).
-
-        fp16 runs skip such steps in DeepSpeed's loss scaler instead.
-        """
+        """Stop on a non-finite gradient where gradients sit on the parameters (fp32, ZeRO 0)."""
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
         if grads:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
             if not torch.isfinite(norm):
                 self._stop_nonfinite("gradient norm", norm.item())
+
+    def _check_step_applied(self) -> None:
+        """Stop where DeepSpeed skipped the update: ZeRO 1-3 and the bf16 wrappers find non-finite gradients
+        from their partitions (the same verdict on every rank) and skip the step; fp16 skips are loss scaling."""
+        if not self.engine.fp16_enabled() and not self.engine.was_step_applied():
+            self._stop_nonfinite("gradient norm", self.engine.get_global_grad_norm())
 
     def _stop_nonfinite(self, what: str, value: float) -> None:
         last = latest_checkpoint(self.run_dir)
@@ -260,31 +271,46 @@ class Trainer:
         if self.dist.is_main:
             self.ticket.save(self.run_dir / "ticket.json")
         plan = prune_plan(model, self.ticket)
+        # Full fp32 weights on every rank: DeepSpeed's masters, gathered from the partitions under ZeRO-3.
+        full = consolidated_copy(model)
         rewind = self.ticket_search.steps.weights == "rewind"
         if rewind:
             self.slim_start, self.end_step = self.step, self.step + self.ticket_search.steps.slim_steps
             self.logger.print(f"rewinding: the slim model trains {self.ticket_search.steps.slim_steps} steps from the "
                               "initial weights with a fresh optimizer and schedule")
-            base = copy.deepcopy(model)
-            detach_coefficients(base)
-            base.load_state_dict(load_file(str(self.run_dir / "init_weights.safetensors")))
-            slim = shrink_model(base, self.ticket)
+            detach_coefficients(full)
+            full.load_state_dict(load_file(str(self.run_dir / "init_weights.safetensors")))
+            slim = shrink_model(full, self.ticket)
         else:
-            slim = shrink_model(model, self.ticket, fold_coefficients=self.search.fold_coefficients)
+            slim = shrink_model(full, self.ticket, fold_coefficients=self.search.fold_coefficients)
+        del full
+        self._check_ranks_agree(slim)
         old = self.engine
         self.stage = Stage.SLIM
         self._flops_cache.clear()
         self.engine = self._engine(slim)
-        carried = not rewind and carry_optimizer_state(old, model, self.engine, slim, plan)
+        self.optimizer_state = "restarted" if rewind else (
+            "carried" if carry_optimizer_state(old, model, self.engine, self.model, plan) else "restarted")
         old.destroy()
+        if self.optimizer_state == "restarted" and not rewind:
+            self.restart_step = self.step
         self.logger.print(f"shrunk to heads {self.ticket.layer_heads()}, ffn {self.ticket.layer_ffn()}; "
-                          f"optimizer state {'carried over' if carried else 'restarted'}")
+                          f"optimizer state {self.optimizer_state}")
+
+    def _check_ranks_agree(self, slim: torch.nn.Module) -> None:
+        """Every rank built the same slim shapes from the same ticket (a mismatch would hang ZeRO's collectives)."""
+        mine = hashlib.sha256(json.dumps([self.ticket.heads, self.ticket.ffn, layer_sizes(slim)]).encode()).hexdigest()
+        everyone = all_gather_object(mine[:12])
+        if len(set(everyone)) > 1:
+            raise EarlyBertError(f"ranks drew different tickets (digests {everyone}): report this with the run's logs")
+        self.logger.print(f"ticket {mine[:12]} identical on all {len(everyone)} ranks")
 
     # ---- checkpoints and outputs --------------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Checkpoint everything needed to continue exactly (collective)."""
         state = {"step": self.step, "stage": self.stage.value, "times": self.times, "steps_in": self.steps_in,
                  "tokens": self.tokens, "end_step": self.end_step, "slim_start": self.slim_start,
+                 "optimizer_state": self.optimizer_state, "restart_step": self.restart_step,
                  "detector": self.ticket_search.state_dict() if self.ticket_search else None, "task": self.task}
         files = {}
         if self.ticket is not None:
@@ -294,9 +320,8 @@ class Trainer:
         self.checkpointer.save(self.engine, self.step, state, files)
 
     def _finish(self) -> dict[str, Any]:
-        model = self.model
+        model = consolidated_copy(self.model)  # fp32 masters, whole under ZeRO-3 (collective)
         if self.stage == Stage.SEARCH:  # the budget ended before the draw: save the plain model
-            model = copy.deepcopy(model)
             detach_coefficients(model)
         final = accounting(model, self.seq_len, self.mlm_fraction)
         summary = {
@@ -307,6 +332,7 @@ class Trainer:
             "fired": bool(self.ticket and self.ticket.metadata.get("fired")),
             "drawn_by": self.ticket.metadata.get("drawn_by") if self.ticket else None,
             "weights": self.ticket_search.steps.weights if self.ticket_search else None,
+            "optimizer_state_at_shrink": self.optimizer_state,
             "full": self.full_accounting, "slim": final,
         }
         if self.dist.is_main:

@@ -1,0 +1,97 @@
+"""DeepSpeed engines on one CPU rank: fp32 weights gathered from every precision and ZeRO stage, AdamW state
+carried across the shrink. (Two ranks: tests/test_pretrain.py and tests/test_reliability.py.)"""
+
+import json
+
+import pytest
+import torch
+from deepspeed.utils import safe_get_full_optimizer_state
+
+from earlybert.ticket.coefficients import attach_coefficients, has_coefficients
+from earlybert.ticket.shrink import apply_plan, prune_plan, shrink_model
+from earlybert.ticket.ticket import Ticket
+from earlybert.train.distributed import setup_distributed
+from earlybert.train.engine import build_engine, carry_optimizer_state, consolidated_copy, fp32_values
+from earlybert.train.objectives import MaskedLMObjective
+from earlybert.train.trainer_config import TrainConfig
+from tests.conftest import random_inputs, tiny_model
+
+SETUPS = {"fp32 ZeRO-0": (0, False), "bf16 ZeRO-0": (0, True), "bf16 ZeRO-1": (1, True),
+          "bf16 ZeRO-2": (2, True), "fp32 ZeRO-3": (3, False), "bf16 ZeRO-3": (3, True)}
+
+
+def trained_engine(tmp_path, stage: int, bf16: bool, steps: int = 2):
+    """A tiny MLM with coefficients after `steps` AdamW steps under the given precision and ZeRO stage."""
+    config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+              "gradient_clipping": "auto", "bf16": {"enabled": bf16},
+              "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(config))
+    model = tiny_model()
+    attach_coefficients(model)
+    train = TrainConfig(deepspeed_config=str(path), micro_batch_size=3, lr=1e-2)
+    engine = build_engine(MaskedLMObjective(model, 1e-3, 1e-3), train, setup_distributed(), coefficient_lr=1e-2)
+    inputs = random_inputs(model)
+    inputs["labels"] = inputs["input_ids"].clone()
+    for _ in range(steps):
+        loss, _ = engine(**inputs, loss_denominator=33.0)
+        engine.backward(loss)
+        engine.step()
+    return engine, train, inputs
+
+
+def moments(engine, param, key: str) -> torch.Tensor:
+    full = safe_get_full_optimizer_state(param, key)
+    if full is not None:
+        return full.reshape(param.ds_shape if hasattr(param, "ds_shape") else param.shape)
+    wrapper = engine.optimizer
+    if hasattr(wrapper, "fp32_groups"):  # bf16 ZeRO-0 keys its state by a per-parameter fp32 copy
+        copies = {id(lp): hp for lps, hps in zip(wrapper.fp16_groups, wrapper.fp32_groups) for lp, hp in zip(lps, hps)}
+        return wrapper.optimizer.state[copies[id(param)]][key]
+    return wrapper.state[param][key]
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_consolidated_copy_holds_the_fp32_masters_whole_and_tied(tmp_path, setup):
+    engine, _, inputs = trained_engine(tmp_path, *SETUPS[setup])
+    model = engine.module.model
+    copy = consolidated_copy(model)
+    assert has_coefficients(copy) and copy.training == model.training
+    assert copy.cls.predictions.decoder.weight is copy.bert.embeddings.word_embeddings.weight
+    names, params = zip(*model.named_parameters())
+    for name, master in zip(names, fp32_values(list(params))):
+        got = copy.get_parameter(name)
+        assert got.dtype == torch.float32 and torch.equal(got.detach(), master.reshape(got.shape)), name
+    assert torch.isfinite(copy(**{k: v for k, v in inputs.items() if k != "labels"}).logits).all()
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_adam_moments_and_step_count_are_carried_across_the_shrink(tmp_path, setup):
+    engine, train, inputs = trained_engine(tmp_path, *SETUPS[setup])
+    model = engine.module.model
+    ticket = Ticket(model_type="bert", heads=[[1, 0, 1, 1], [0, 1, 0, 0]],
+                    ffn=[[1] * 30 + [0] * 18, [0] * 40 + [1] * 8])
+    plan = prune_plan(model, ticket)
+    slim = shrink_model(consolidated_copy(model), ticket)
+    new = build_engine(MaskedLMObjective(slim, 0.0, 0.0), train, setup_distributed())
+    assert carry_optimizer_state(engine, model, new, new.module.model, plan)
+    slim_params = dict(new.module.model.named_parameters())
+    compared = 0
+    for name, param in model.named_parameters():
+        if name not in slim_params:
+            continue  # the coefficients
+        for key in ("exp_avg", "exp_avg_sq"):
+            expected = apply_plan({name: moments(engine, param, key)}, plan)[name]
+            got = moments(new, slim_params[name], key)
+            assert torch.equal(expected.float(), got.float().reshape(expected.shape)), (name, key)
+            compared += 1
+    assert compared == 2 * (len(dict(model.named_parameters())) - 4)  # 2 layers x (heads, FFN) coefficients
+    def step_counts(wrapper) -> set[float]:
+        return {float(s["step"]) for s in getattr(wrapper, "optimizer", wrapper).state.values()}
+
+    # Bias correction continues (bf16 ZeRO-0's wrapper counts one extra step it takes at construction).
+    assert step_counts(new.optimizer) == step_counts(engine.optimizer) == {3.0 if setup == "bf16 ZeRO-0" else 2.0}
+    loss, _ = new(**inputs, loss_denominator=33.0)
+    new.backward(loss)
+    new.step()
+    assert new.was_step_applied() and torch.isfinite(loss)
