@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("pretrain", help="pretrain with ticket search: --config FILE [key=value ...] (--help: keys)")
+    sub.add_parser("prepare", help="tokenize a pretraining corpus into the cache once, in parallel: --config FILE "
+                   "[key=value ...] (the pretraining config)")
     sub.add_parser("finetune", help="fine-tune: glue|squad --config FILE [key=value ...] (--help: keys)")
     sub.add_parser("compare", help="full vs earlybert vs random over seeds: --config FINETUNE.yaml [key=value ...] "
                                    "[compare.key=value ...] (--help: keys)")
@@ -144,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         from earlybert.recipes.pretrain import main as pretrain_main
 
         return pretrain_main(argv[1:])
+    if argv[:1] == ["prepare"]:
+        from earlybert.recipes.pretrain import prepare_main
+
+        return prepare_main(argv[1:])
     if argv[:1] == ["finetune"]:
         from earlybert.recipes.finetune import main as finetune_main
 

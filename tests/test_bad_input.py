@@ -102,6 +102,19 @@ def env(tmp_path_factory, pydoc_corpus):
     (root / "preds-noindex.tsv").write_text("id\tprediction\n0\t1\n")
     e.update(latin1=latin, ragged=ragged, badjson=badjson)
     e.update(range=out_of_range, nolabel=no_label, emptytask=empty, squad=squad)
+    # Prepared corpora: one made with another tokenizer, one whose text changed after it was prepared.
+    from earlybert.data.corpus import DataConfig, train_wordpiece
+    from earlybert.data.prepare import prepare
+
+    words = [line for line in pydoc_corpus.read_text().splitlines() if line.strip()][:400]
+    tok, other = train_wordpiece(words, 300), train_wordpiece([w.upper() for w in words], 250)
+    tok.save_pretrained(str(root / "tok"))
+    e["prep_other"] = prepare(DataConfig(train_files=[str(pydoc_corpus)], cache_dir=str(root / "pc")), other,
+                              log=lambda _: None).folder
+    (root / "corpus2.txt").write_text(pydoc_corpus.read_text())
+    e["prep_changed"] = prepare(DataConfig(train_files=[str(root / "corpus2.txt")], cache_dir=str(root / "pc")), tok,
+                                log=lambda _: None).folder
+    (root / "corpus2.txt").write_text(pydoc_corpus.read_text() + "\n\nA new closing document.")
     return e
 
 
@@ -138,6 +151,16 @@ CASES = {
                          "is not UTF-8 text: convert it to UTF-8"),
     "no corpus": (["pretrain", "--config", TINY, "output_dir={out}"], "no corpus given: set data.train_files"),
     "sequence longer than positions": (pre("data.seq_len=512"), "sequence length 512 exceeds the model's 128"),
+    "cache folder not writable": (pre("data.cache_dir=/sys"), "data.cache_dir /sys is not writable"),
+    "cache folder under a file": (pre("data.cache_dir={root}/empty.txt/cache"),
+                                  "data.cache_dir {root}/empty.txt/cache cannot be created"),
+    "prepared with another tokenizer": (pre("data.tokenizer={root}/tok", "data.prepared={prep_other}"),
+                                        "{prep_other} was prepared with another tokenizer"),
+    "corpus changed since prepared": (["pretrain", "--config", TINY, "output_dir={out}", "data.tokenizer={root}/tok",
+                                       "data.train_files={root}/corpus2.txt", "data.prepared={prep_changed}"],
+                                      "the corpus changed since {prep_changed} was prepared"),
+    "prepare a streamed dataset": (["prepare", "--config", TINY, "data.dataset={root}/empty.txt",
+                                    "data.streaming=true"], "there is nothing to prepare"),
     "tokenizer larger than vocabulary": (pre("data.tokenizer={minilm}"),
                                          "the tokenizer has 30522 tokens but the model's vocabulary is 1000"),
     "finished run in output_dir": (["pretrain", "--config", TINY, "output_dir={finished}",

@@ -3,7 +3,8 @@ import gzip
 import numpy as np
 import pytest
 
-from earlybert.data.corpus import BlockSampler, cached_blocks, mask_tokens, pack_blocks, read_documents, train_wordpiece
+from earlybert.data.corpus import BlockSampler, DataConfig, mask_tokens, read_documents, train_wordpiece
+from earlybert.data.prepare import prepare
 from earlybert.errors import EarlyBertError
 
 TEXT = ("The whale swam far.\nIt was large.\n\nA second story begins here.\n\n\nThird one, at last.\n")
@@ -36,20 +37,6 @@ def test_bad_corpora_are_refused(tmp_path):
         read_documents([str(tmp_path / "latin1.txt")])
 
 
-def test_blocks_are_packed_with_cls_and_sep_and_cached(tokenizer, tmp_path):
-    docs = [f"the sea and the ship number {i}" for i in range(50)]
-    blocks = pack_blocks(docs, tokenizer, 16)
-    assert blocks.shape[1] == 16 and blocks.shape[0] >= 10
-    assert (blocks[:, 0] == tokenizer.cls_token_id).all() and (blocks[:, -1] == tokenizer.sep_token_id).all()
-    first, key, hit = cached_blocks(docs, tokenizer, 16, str(tmp_path))
-    again, key2, hit2 = cached_blocks(docs, tokenizer, 16, str(tmp_path))
-    assert (hit, hit2) == (False, True) and key == key2 and np.array_equal(first, again)
-    _, key3, hit3 = cached_blocks(docs, tokenizer, 32, str(tmp_path))
-    assert key3 != key and not hit3
-    with pytest.raises(EarlyBertError, match="fewer than one block"):
-        pack_blocks(["tiny"], tokenizer, 64)
-
-
 def test_masking_is_per_sample_deterministic_and_follows_bert_rules(tokenizer):
     rng = np.random.default_rng(0)
     blocks = rng.integers(5, 200, size=(64, 32)).astype(np.int32)
@@ -78,11 +65,13 @@ def test_sampler_is_a_permutation_per_epoch():
     assert np.array_equal(again.block_ids(again.sample_ids(3)), sampler.block_ids(sampler.sample_ids(3)))
 
 
-def test_streamed_blocks_match_packed_blocks_and_wrap_and_resume(tokenizer):
+def test_streamed_blocks_match_prepared_blocks_and_wrap_and_resume(tokenizer, tmp_path):
     from earlybert.data.corpus import StreamingBlocks
 
     docs = [f"the sea and the ship number {i} sailed far" for i in range(40)]
-    packed = pack_blocks(docs, tokenizer, 16)
+    (tmp_path / "docs.txt").write_text("\n\n".join(docs))
+    cfg = DataConfig(train_files=[str(tmp_path / "docs.txt")], cache_dir=str(tmp_path / "cache"))
+    packed = prepare(cfg, tokenizer, log=lambda _: None).blocks(16, tokenizer)
     n = len(packed)
     stream = StreamingBlocks(lambda: iter(docs), tokenizer, 16)
     assert np.array_equal(stream.take(np.arange(0, 4)), packed[:4])

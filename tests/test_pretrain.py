@@ -252,3 +252,21 @@ def test_two_ranks_bf16_zero_search_shrink_sigkill_resume_ends_with_identical_we
         assert torch.equal(expected[name], got[name]), name
     killed, whole = Ticket.load(tmp_path / "killed" / "ticket.json"), Ticket.load(tmp_path / "whole" / "ticket.json")
     assert (killed.heads, killed.ffn) == (whole.heads, whole.ffn)
+
+
+def test_resuming_on_a_changed_corpus_is_refused_before_anything_is_written(pydoc_corpus, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(pydoc_corpus.read_text())
+    args = tiny_args(tmp_path / "run", corpus, tmp_path / "cache", "train.max_steps=4", "search.enabled=false",
+                     "checkpoint.every=2")
+    first = run_earlybert("pretrain", *args, "train.max_steps=4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "data: prepared 400 documents" in first.stdout
+    again = run_earlybert("pretrain", *args, "overwrite=true")  # same corpus: prepared once, found again
+    assert "no tokenization" in again.stdout and "data: prepared" not in again.stdout
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    corpus.write_text(pydoc_corpus.read_text() + "\n\nA document added after the run started.")
+    resumed = run_earlybert("pretrain", *args, "resume=auto", "train.max_steps=6")
+    assert resumed.returncode == 2 and resumed.stderr.count("\n") == 1, resumed.stderr
+    assert "the corpus changed since" in resumed.stderr and "resume with the same data.train_files" in resumed.stderr
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before

@@ -10,14 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from earlybert.data.corpus import (
-    BlockSampler,
-    StreamingBlocks,
-    cached_blocks,
-    iter_dataset_documents,
-    mask_tokens,
-    sentence_pairs,
-)
+from earlybert.data.corpus import BlockSampler, StreamingBlocks, iter_dataset_documents, mask_tokens, sentence_pairs
+from earlybert.data.prepare import PreparedCorpus
 
 
 def rank_slices(ids: np.ndarray, grad_accum: int, micro: int, rank: int, world: int) -> list[np.ndarray]:
@@ -43,14 +37,14 @@ class PretrainBatches:
     """Masked-LM (optionally NSP) batches through the phases; masking is keyed by sample id, so it is the same
     whatever the number of ranks, and never repeats across phases."""
 
-    def __init__(self, data_cfg, phases: list, grad_accum: int, tokenizer, docs: list[str], rank: int, world: int,
-                 seed: int, is_main: bool = True):
+    def __init__(self, data_cfg, phases: list, grad_accum: int, tokenizer, corpus: PreparedCorpus | None, rank: int,
+                 world: int, seed: int, is_main: bool = True):
         self.cfg, self.tokenizer, self.seed = data_cfg, tokenizer, seed
         self.grad_accum, self.rank, self.world = grad_accum, rank, world
         sources: dict[int, tuple[int | None, Callable]] = {}
         for phase in phases:
             if phase.seq_len not in sources:
-                sources[phase.seq_len] = self._source(docs, phase.seq_len, is_main)
+                sources[phase.seq_len] = self._source(corpus, phase.seq_len, is_main)
         self.spans, step, sample = [], 0, 0
         for phase in phases:
             count, blocks = sources[phase.seq_len]
@@ -61,15 +55,15 @@ class PretrainBatches:
                                         sampler, take))
             step, sample = step + phase.steps, sample + phase.steps * global_batch
 
-    def _source(self, docs: list[str], seq_len: int, is_main: bool) -> tuple[int | None, Callable]:
-        if self.cfg.streaming:
+    def _source(self, corpus: PreparedCorpus | None, seq_len: int, is_main: bool) -> tuple[int | None, Callable]:
+        if corpus is None:
             stream = StreamingBlocks(lambda: iter_dataset_documents(self.cfg), self.tokenizer, seq_len)
             note = f"blocks of {seq_len} tokens streamed from {self.cfg.dataset}"
             count, source = None, stream.take
         else:
-            packed, key, hit = cached_blocks(docs, self.tokenizer, seq_len, self.cfg.cache_dir)
-            note = (f"{len(docs)} documents, {len(packed)} blocks of {seq_len} tokens "
-                    f"({'cache hit' if hit else 'packed and cached'}: {key})")
+            packed = corpus.blocks(seq_len, self.tokenizer)
+            note = (f"{corpus.meta['documents']} documents, {len(packed)} blocks of {seq_len} tokens "
+                    f"(memory-mapped from {corpus.folder.name})")
             count, source = len(packed), packed
         if is_main:
             print(f"data: {note}; vocabulary {len(self.tokenizer)}", flush=True)
@@ -93,17 +87,33 @@ class PretrainBatches:
         return batch
 
 
+def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the columns past the batch's longest example: the batch padded to its own longest row rather than
+    to max_seq_len (right padding; a left-padded batch is returned as it is)."""
+    mask = batch.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return batch
+    width, longest = mask.shape[1], int(mask.sum(dim=1).max())
+    if longest == width or mask[:, longest:].any():
+        return batch
+    return {k: v[:, :longest] if v.ndim >= 2 and v.shape[1] == width else v for k, v in batch.items()}
+
+
 class ExampleBatches:
-    """Rows of tokenized task features, shuffled by a seeded sampler."""
+    """Rows of tokenized task features, shuffled by a seeded sampler; optionally padded per batch and grouped by
+    length."""
 
     def __init__(self, features: dict[str, torch.Tensor], micro_batch_size: int, grad_accum: int, rank: int,
-                 world: int, seed: int):
+                 world: int, seed: int, dynamic_padding: bool = True, group_by_length: bool = False):
         self.features, self.micro, self.grad_accum, self.rank, self.world = (features, micro_batch_size, grad_accum,
                                                                              rank, world)
+        self.dynamic_padding = dynamic_padding
         self.count = len(next(iter(features.values())))
-        self.sampler = BlockSampler(self.count, micro_batch_size * grad_accum * world, seed)
+        lengths = features["attention_mask"].sum(dim=1).numpy() if group_by_length else None
+        self.sampler = BlockSampler(self.count, micro_batch_size * grad_accum * world, seed, lengths)
 
     def __call__(self, step: int) -> list[dict[str, Any]]:
         ids = self.sampler.block_ids(self.sampler.sample_ids(step))
-        return [{k: v[torch.from_numpy(rows)] for k, v in self.features.items()}
-                for rows in rank_slices(ids, self.grad_accum, self.micro, self.rank, self.world)]
+        batches = [{k: v[torch.from_numpy(rows)] for k, v in self.features.items()}
+                   for rows in rank_slices(ids, self.grad_accum, self.micro, self.rank, self.world)]
+        return [trim_padding(b) for b in batches] if self.dynamic_padding else batches

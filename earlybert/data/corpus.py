@@ -5,9 +5,10 @@ from __future__ import annotations
 import fcntl
 import gzip
 import hashlib
+import itertools
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,6 @@ import numpy as np
 import torch
 
 from earlybert.errors import EarlyBertError
-
-CACHE_VERSION = "blocks/1"
 
 
 @dataclass
@@ -47,7 +46,14 @@ class DataConfig:
     nsp: bool = False
     """Add next-sentence prediction (BERT's original objective; BERT models only)."""
     cache_dir: str = "~/.cache/earlybert"
-    """Where packed blocks are cached, keyed by a fingerprint of data, tokenizer and seq_len."""
+    """Where the corpus is prepared once (token file, trained tokenizer), keyed by the files and the tokenizer."""
+    prepared: str = ""
+    """A folder written by `earlybert prepare` to read instead of looking in cache_dir (checked against the
+    corpus and the tokenizer)."""
+    num_proc: int = 0
+    """Processes that tokenize the corpus when it is prepared (0: one per CPU core)."""
+    tokenizer_sample_mb: float = 100.0
+    """Megabytes of text, from the corpus's start, that a trained WordPiece vocabulary learns from."""
 
     def files(self) -> list[str]:
         return [self.train_files] if isinstance(self.train_files, str) else list(self.train_files)
@@ -57,9 +63,9 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
-def read_documents(paths: list[str], max_documents: int = 0) -> list[str]:
-    """Documents from text files, split at blank lines; a one-line error for missing, empty or non-UTF-8 files."""
-    docs: list[str] = []
+def iter_file_documents(paths: list[str]) -> Iterator[str]:
+    """Documents from text files, split at blank lines, read lazily; a one-line error for a missing or
+    non-UTF-8 file."""
     for name in paths:
         path = Path(name).expanduser()
         if not path.is_file():
@@ -71,16 +77,19 @@ def read_documents(paths: list[str], max_documents: int = 0) -> list[str]:
                     if line.strip():
                         current.append(line.strip())
                     elif current:
-                        docs.append(" ".join(current))
+                        yield " ".join(current)
                         current = []
         except UnicodeDecodeError:
             raise EarlyBertError(f"corpus file {path} is not UTF-8 text: convert it to UTF-8") from None
         except (OSError, EOFError) as e:
             raise EarlyBertError(f"corpus file {path} cannot be read ({e}): check the file") from None
         if current:
-            docs.append(" ".join(current))
-        if max_documents and len(docs) >= max_documents:
-            return docs[:max_documents]
+            yield " ".join(current)
+
+
+def read_documents(paths: list[str], max_documents: int = 0) -> list[str]:
+    """All documents of text files in a list (small corpora; pretraining streams them with `document_stream`)."""
+    docs = list(itertools.islice(iter_file_documents(paths), max_documents or None))
     if not docs:
         raise EarlyBertError(f"the corpus {', '.join(paths)} holds no text: give files with documents in them")
     return docs
@@ -112,16 +121,32 @@ def iter_dataset_documents(cfg: DataConfig) -> Iterator[str]:
                 return
 
 
-def load_documents(cfg: DataConfig) -> list[str]:
-    """All documents of the configured source."""
+def document_stream(cfg: DataConfig) -> Iterator[str]:
+    """The configured corpus's documents, read lazily (files, else a `datasets` source), `max_documents` at most;
+    a one-line error when there are none."""
     if cfg.files():
-        return read_documents(cfg.files(), cfg.max_documents)
-    if cfg.dataset:
-        docs = list(iter_dataset_documents(cfg))
-        if not docs:
-            raise EarlyBertError(f"dataset {cfg.dataset} holds no text in column {cfg.text_column!r}")
-        return docs
-    raise EarlyBertError("no corpus given: set data.train_files=PATH (or data.dataset=NAME)")
+        docs, what = iter_file_documents(cfg.files()), ", ".join(cfg.files())
+    elif cfg.dataset:
+        docs, what = iter_dataset_documents(cfg), f"dataset {cfg.dataset} (column {cfg.text_column!r})"
+    else:
+        raise EarlyBertError("no corpus given: set data.train_files=PATH (or data.dataset=NAME)")
+    count = 0
+    for doc in itertools.islice(docs, cfg.max_documents or None):
+        count += 1
+        yield doc
+    if count == 0:
+        raise EarlyBertError(f"the corpus {what} holds no text: give files with documents in them")
+
+
+def sample_documents(cfg: DataConfig, megabytes: float) -> list[str]:
+    """The corpus's first documents, about `megabytes` of text (what a WordPiece vocabulary is trained on)."""
+    budget, docs = megabytes * 1e6, []
+    for doc in document_stream(cfg):
+        docs.append(doc)
+        budget -= len(doc)
+        if budget <= 0:
+            break
+    return docs
 
 
 def train_wordpiece(docs: Iterable[str], vocab_size: int, lowercase: bool = True):
@@ -144,20 +169,18 @@ def train_wordpiece(docs: Iterable[str], vocab_size: int, lowercase: bool = True
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
 
 
-def cached_wordpiece(docs: list[str], vocab_size: int, cache_dir: str):
-    """A WordPiece trained on `docs`, cached by corpus and size.
+def cached_wordpiece(sample: Callable[[], list[str]], vocab_size: int, cache_dir: str, key: str):
+    """A WordPiece trained on `sample()`, cached under `key` (the corpus and the sample size) and the vocabulary size.
 
     The `tokenizers` trainer breaks frequency ties in hash order, so two trainings on the same text
-    can differ; reusing the cached one keeps reruns and resumed runs on one vocabulary.
+    can differ; reusing the cached one keeps ranks, reruns and resumed runs on one vocabulary.
     """
-    h = hashlib.sha256(f"wordpiece/1:{vocab_size}".encode())
-    for d in docs:
-        h.update(hashlib.sha256(d.encode()).digest())
+    h = hashlib.sha256(f"wordpiece/2:{vocab_size}:{key}".encode())
     folder = Path(cache_dir).expanduser() / f"tokenizer-{h.hexdigest()[:24]}"
     with cache_lock(folder.parent):  # one process trains; the others (ranks, runs) wait and load its result
         if (folder / "tokenizer.json").is_file():
             return load_tokenizer(str(folder))
-        tokenizer = train_wordpiece(docs, vocab_size)
+        tokenizer = train_wordpiece(sample(), vocab_size)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tokenizer-"))
         tokenizer.save_pretrained(str(tmp))
         os.replace(tmp, folder)
@@ -199,56 +222,6 @@ def load_tokenizer(path: str):
     return tok
 
 
-def fingerprint(docs: list[str], tokenizer, seq_len: int) -> str:
-    """Hash of the text, the tokenizer's full definition and the block length."""
-    h = hashlib.sha256(CACHE_VERSION.encode())
-    h.update(tokenizer.backend_tokenizer.to_str().encode())
-    h.update(str(seq_len).encode())
-    for d in docs:
-        h.update(hashlib.sha256(d.encode()).digest())
-    return h.hexdigest()[:24]
-
-
-def pack_blocks(docs: list[str], tokenizer, seq_len: int) -> np.ndarray:
-    """Concatenate documents (a [SEP] after each) and cut into [CLS] + chunk + [SEP] blocks of seq_len tokens."""
-    if seq_len < 8:
-        raise EarlyBertError(f"data.seq_len={seq_len} is too short: use at least 8")
-    body = seq_len - 2
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    stream: list[int] = []
-    backend = tokenizer.backend_tokenizer  # the fast tokenizer itself: no per-call length warnings
-    for start in range(0, len(docs), 1000):
-        for enc in backend.encode_batch(docs[start:start + 1000], add_special_tokens=False):
-            stream.extend(enc.ids)
-            stream.append(sep_id)
-    n = len(stream) // body
-    if n == 0:
-        raise EarlyBertError(
-            f"the corpus has {len(stream)} tokens, fewer than one block of {seq_len}: "
-            "give more text or a smaller seq_len"
-        )
-    chunks = np.asarray(stream[: n * body], dtype=np.int32).reshape(n, body)
-    blocks = np.empty((n, seq_len), dtype=np.int32)
-    blocks[:, 0], blocks[:, 1:-1], blocks[:, -1] = cls_id, chunks, sep_id
-    return blocks
-
-
-def cached_blocks(docs: list[str], tokenizer, seq_len: int, cache_dir: str) -> tuple[np.ndarray, str, bool]:
-    """Packed blocks from the on-disk cache when the fingerprint matches, else packed now and cached."""
-    key = fingerprint(docs, tokenizer, seq_len)
-    folder = Path(cache_dir).expanduser()
-    path = folder / f"blocks-{key}.npy"
-    with cache_lock(folder):  # one rank packs, the others wait and read the same file
-        if path.is_file():
-            return np.load(path), key, True
-        blocks = pack_blocks(docs, tokenizer, seq_len)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, blocks)
-        os.replace(tmp, path)
-    return blocks, key, False
-
-
 @dataclass
 class BlockSampler:
     """Which blocks form each global batch: a fresh seeded permutation per epoch, fully determined by the step."""
@@ -256,13 +229,22 @@ class BlockSampler:
     num_blocks: int
     global_batch: int
     seed: int
+    lengths: np.ndarray | None = None
+    """Given: group by length (each window of GROUP_BATCHES batches of the permutation ordered longest first)."""
+
+    GROUP_BATCHES = 50
 
     def __post_init__(self):
         self._perms: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.num_blocks)}
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_blocks)
+            if self.lengths is not None:  # batches of similar lengths, in a random order of windows
+                window = self.GROUP_BATCHES * self.global_batch
+                perm = np.concatenate([chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                                       for chunk in np.split(perm, range(window, len(perm), window))])
+            self._perms = {epoch: perm}
         return self._perms[epoch]
 
     def sample_ids(self, step: int) -> np.ndarray:

@@ -50,6 +50,12 @@ class FinetuneConfig:
     """SQuAD: start and end candidates considered."""
     eval_batch_size: int = 64
     """Examples per evaluation forward pass."""
+    dynamic_padding: bool = True
+    """Pad each batch (training and evaluation) to its longest example instead of max_seq_len: the same
+    results, far less work on short texts."""
+    group_by_length: bool = False
+    """Order each window of 50 training batches longest first, so a batch holds examples of similar length
+    (less padding with dynamic_padding; as the Hugging Face Trainer's group_by_length)."""
     text_columns: list[str] = field(default_factory=list)
     """custom task: the text column(s) of the files."""
     label_column: str = "label"
@@ -159,7 +165,8 @@ def run(cfg: FinetuneConfig) -> dict:
             cfg.search.ticket = str(run_dir / "ticket.json")
         barrier()
         t = cfg.train
-        batches = ExampleBatches(features, t.micro_batch_size, t.grad_accum, dist.rank, dist.world_size, cfg.seed)
+        batches = ExampleBatches(features, t.micro_batch_size, t.grad_accum, dist.rank, dist.world_size, cfg.seed,
+                                 cfg.dynamic_padding, cfg.group_by_length)
         trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=t, search=cfg.search,
                           search_steps=steps, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
                           seq_len=cfg.max_seq_len, save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -11,17 +11,10 @@ from pathlib import Path
 import torch
 
 from earlybert.config import config_from_cli, to_dict
-from earlybert.data.corpus import (
-    DataConfig,
-    cached_wordpiece,
-    iter_dataset_documents,
-    load_documents,
-    load_tokenizer,
-)
+from earlybert.data.corpus import DataConfig, cached_wordpiece, load_tokenizer, sample_documents
+from earlybert.data.prepare import check_cache_dir, corpus_key, prepare
 from earlybert.errors import EarlyBertError
 from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
-
-STREAM_TOKENIZER_DOCS = 20000  # documents a streamed run trains its WordPiece on
 
 
 @dataclass
@@ -109,8 +102,6 @@ def build_model(cfg: PretrainConfig, tokenizer):
     task = "pretraining" if cfg.data.nsp else "masked_lm"
     family = cfg.model.family
     if cfg.model.init_from:
-        import json
-
         family = json.loads((Path(cfg.model.init_from) / "config.json").read_text()).get("model_type", "")
     if task not in adapter_for_type(family).hf_classes:
         raise EarlyBertError(f"data.nsp=true needs a BERT model (next-sentence prediction), not {family!r}: "
@@ -138,8 +129,9 @@ def build_model(cfg: PretrainConfig, tokenizer):
     return model
 
 
-def get_tokenizer(cfg: PretrainConfig, docs: list[str], run_dir: Path):
-    """The configured tokenizer folder, else a WordPiece trained on the corpus (saved in the run folder)."""
+def get_tokenizer(cfg: PretrainConfig, run_dir: Path):
+    """The configured tokenizer folder, else a WordPiece trained on the corpus's first
+    `data.tokenizer_sample_mb` megabytes (cached, and saved in the run folder)."""
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
     if cfg.model.init_from:
@@ -147,25 +139,40 @@ def get_tokenizer(cfg: PretrainConfig, docs: list[str], run_dir: Path):
     saved = run_dir / "tokenizer"
     if (saved / "tokenizer.json").is_file():  # resuming: the same vocabulary as before
         return load_tokenizer(str(saved))
-    return cached_wordpiece(docs, cfg.model.vocab_size, cfg.data.cache_dir)
+    check_cache_dir(cfg.data.cache_dir)
+    mb = cfg.data.tokenizer_sample_mb
+    return cached_wordpiece(lambda: sample_documents(cfg.data, mb), cfg.model.vocab_size, cfg.data.cache_dir,
+                            f"{corpus_key(cfg.data)}:{mb}")
 
 
-def load_inputs(cfg: PretrainConfig, run_dir: Path):
-    """(documents, tokenizer, model, search steps): everything that can reject the input, before any folder."""
-    if cfg.data.streaming:  # the tokenizer (if trained) sees the stream's first documents only
-        docs = list(itertools.islice(iter_dataset_documents(cfg.data), STREAM_TOKENIZER_DOCS))
-        if not docs:
-            raise EarlyBertError(f"dataset {cfg.data.dataset} streams no text in column {cfg.data.text_column!r}")
-    else:
-        docs = load_documents(cfg.data)
-    tokenizer = get_tokenizer(cfg, docs, run_dir)
+def check_same_corpus(cfg: PretrainConfig, run_dir: Path) -> None:
+    """A resumed run must read the corpus it started on (its key is in the run folder's data.json)."""
+    recorded = run_dir / "data.json"
+    if cfg.data.streaming or not recorded.is_file():
+        return
+    if json.loads(recorded.read_text())["corpus_key"] != corpus_key(cfg.data):
+        raise EarlyBertError(f"the corpus changed since {run_dir} started (a file's size, time or content differs): "
+                             "resume with the same data.train_files, or start a new run (another output_dir)")
+
+
+def load_inputs(cfg: PretrainConfig, run_dir: Path, resuming: bool):
+    """(prepared corpus or None when streaming, tokenizer, model, search steps): everything that can reject
+    the input, before any folder; the corpus is prepared last (once: later runs find it in the cache)."""
+    if cfg.data.streaming and not cfg.data.dataset:
+        raise EarlyBertError("data.streaming=true reads a `datasets` source: set data.dataset=NAME")
+    tokenizer = get_tokenizer(cfg, run_dir)
     model = build_model(cfg, tokenizer)
     if cfg.search.enabled and cfg.search.fraction_of == "epoch":
         raise EarlyBertError("search.fraction_of=epoch is for fine-tuning: pretraining lengths are steps or "
                              "fractions of the run (fraction_of=run)")
     # Pretraining continues from the searched weights (the search steps count toward the run) unless told otherwise.
     steps = cfg.search.resolve(cfg.train.max_steps, None, "continue") if cfg.search.enabled else None
-    return docs, tokenizer, model, steps
+    if resuming:
+        check_same_corpus(cfg, run_dir)
+    main = int(os.environ.get("RANK", "0")) == 0
+    corpus = None if cfg.data.streaming else prepare(cfg.data, tokenizer, log=print if main else lambda _: None,
+                                                     progress=main and cfg.log.progress_bar)
+    return corpus, tokenizer, model, steps
 
 
 def run(cfg: PretrainConfig) -> dict:
@@ -180,16 +187,19 @@ def run(cfg: PretrainConfig) -> dict:
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)
     check_run_dir(run_dir, cfg.resume, cfg.overwrite)
-    docs, tokenizer, model, steps = load_inputs(cfg, run_dir)
     deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
+    corpus, tokenizer, model, steps = load_inputs(cfg, run_dir, resume_from is not None)
     dist = setup_distributed()
     with SharedFailures("earlybert pretrain"):
         start_run_dir(run_dir, cfg, cfg.overwrite, resume_from, dist.is_main)
         if dist.is_main and not (run_dir / "tokenizer" / "tokenizer.json").is_file():
             tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        if dist.is_main and corpus is not None:
+            (run_dir / "data.json").write_text(json.dumps({k: corpus.meta[k] for k in ("corpus_key", "tokenizer_key",
+                                                                                     "documents", "tokens")}))
         barrier()
         phases = cfg.resolved_phases()
-        batches = PretrainBatches(cfg.data, phases, cfg.train.grad_accum, tokenizer, docs, dist.rank,
+        batches = PretrainBatches(cfg.data, phases, cfg.train.grad_accum, tokenizer, corpus, dist.rank,
                                   dist.world_size, cfg.seed, dist.is_main)
         torch.manual_seed(cfg.seed + dist.rank)
         trainer = Trainer(model=model, objective_cls=PretrainingObjective if cfg.data.nsp else MaskedLMObjective,
@@ -215,4 +225,20 @@ def main(argv: list[str] | None = None) -> int:
         from earlybert.train.distributed import failed_exit_code
 
         return failed_exit_code()
+    return 0
+
+
+def prepare_main(argv: list[str] | None = None) -> int:
+    """`earlybert prepare --config FILE`: train the tokenizer (if the run would) and tokenize the corpus into
+    the cache, alone (on a CPU node, before the GPU job); the run then finds it and never tokenizes."""
+    try:
+        cfg = config_from_cli(PretrainConfig, sys.argv[1:] if argv is None else argv, "earlybert prepare")
+        if cfg.data.streaming:
+            raise EarlyBertError("data.streaming=true reads the dataset as it trains: there is nothing to prepare")
+        tokenizer = get_tokenizer(cfg, Path(cfg.output_dir))
+        corpus = prepare(cfg.data, tokenizer, progress=cfg.log.progress_bar)
+    except EarlyBertError as e:
+        print(f"earlybert prepare: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"folder": str(corpus.folder), **corpus.meta}, indent=1))
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from earlybert.data.batches import trim_padding
 from earlybert.errors import EarlyBertError
 from earlybert.tasks import glue
 
@@ -17,17 +18,22 @@ SUBMISSION_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP
 
 
 @torch.no_grad()
-def predict_logits(model, inputs: dict[str, torch.Tensor], batch_size: int) -> list[np.ndarray]:
-    """Model outputs over all rows, batched; a list of arrays (logits, or start and end logits)."""
+def predict_logits(model, inputs: dict[str, torch.Tensor], batch_size: int,
+                   dynamic_padding: bool = True) -> list[np.ndarray]:
+    """Model outputs over all rows, batched (each batch padded to its longest row unless `dynamic_padding` is
+    off); a list of arrays (logits, or start and end logits, padded back to the inputs' width)."""
     model.eval()
     device = next(model.parameters()).device
     chunks: list[list[np.ndarray]] = []
-    n = len(inputs["input_ids"])
+    n, width = len(inputs["input_ids"]), inputs["input_ids"].shape[1]
     for start in range(0, n, batch_size):
-        batch = {k: v[start:start + batch_size].to(device) for k, v in inputs.items()}
+        batch = {k: v[start:start + batch_size] for k, v in inputs.items()}
+        batch = {k: v.to(device) for k, v in (trim_padding(batch) if dynamic_padding else batch).items()}
         out = model(**batch)
         parts = [out.start_logits, out.end_logits] if hasattr(out, "start_logits") else [out.logits]
-        chunks.append([p.float().cpu().numpy() for p in parts])
+        # Per-token outputs (SQuAD) of trimmed columns are padding: filled back with -inf (never chosen).
+        chunks.append([np.pad(p.float().cpu().numpy(), ((0, 0), (0, width - p.shape[1])), constant_values=-np.inf)
+                       if p.ndim == 2 and hasattr(out, "start_logits") else p.float().cpu().numpy() for p in parts])
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 
@@ -36,7 +42,7 @@ def _glue_predictions(model, task, examples, tokenizer, cfg) -> np.ndarray:
 
     inputs = glue_features(tokenizer, examples, cfg.max_seq_len, task.is_regression)
     inputs.pop("labels", None)
-    (logits,) = predict_logits(model, inputs, cfg.eval_batch_size)
+    (logits,) = predict_logits(model, inputs, cfg.eval_batch_size, cfg.dynamic_padding)
     return logits[:, 0] if task.is_regression else logits.argmax(-1)
 
 
@@ -74,7 +80,7 @@ def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) 
     else:
         _, dev = data
         inputs, example_of, offsets = squad.eval_features(tokenizer, dev, cfg.max_seq_len, cfg.doc_stride)
-        start, end = predict_logits(model, inputs, cfg.eval_batch_size)
+        start, end = predict_logits(model, inputs, cfg.eval_batch_size, cfg.dynamic_padding)
         v2 = cfg.task == "squad_v2"
         preds, null_scores = squad.postprocess(dev, example_of, offsets, start, end, cfg.n_best, cfg.max_answer_len,
                                                version_2=v2)

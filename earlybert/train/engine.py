@@ -113,8 +113,9 @@ def carry_optimizer_state(old_engine, old_model: nn.Module, new_engine, new_mode
     """Slice the full model's AdamW moments into the slim engine's optimizer and carry its step count.
 
     A plain optimizer keeps per-parameter state; ZeRO 1-3 and the bf16 wrappers keep partitioned flat fp32
-    copies that DeepSpeed assembles and scatters (collective: call on every rank). False, and the slim
-    optimizer starts fresh, where the state is not reachable (a JSON-named optimizer, bf16 ZeRO-0).
+    copies that DeepSpeed assembles and scatters (collective: call on every rank); bf16 ZeRO-0 an fp32 copy per
+    parameter. False, and the slim optimizer starts fresh, where the state is not reachable (an optimizer the
+    DeepSpeed JSON names, other than a torch AdamW).
     """
     from deepspeed.utils import safe_get_full_optimizer_state
 
@@ -228,6 +229,9 @@ def consolidated_copy(model: nn.Module) -> nn.Module:
     copy = copy.to_empty(device="cpu")
     copy.load_state_dict(state, strict=False)  # tied names appear once in named_parameters()
     copy.tie_weights()  # the MLM decoder shares the word embeddings again
+    unfilled = [n for n, _ in copy.named_parameters() if n not in state]
+    if unfilled:  # a parameter neither loaded nor tied to a loaded one would hold uninitialised memory
+        raise RuntimeError(f"consolidating {type(model).__name__} left {unfilled[:3]} unfilled")
     for name, buffer in model.named_buffers():  # non-persistent buffers (position ids) are not in a state dict
         copy.get_buffer(name).copy_(buffer.detach())
     return copy.train(model.training)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -303,7 +304,8 @@ class Trainer:
         everyone = all_gather_object(mine[:12])
         if len(set(everyone)) > 1:
             raise EarlyBertError(f"ranks drew different tickets (digests {everyone}): report this with the run's logs")
-        self.logger.print(f"ticket {mine[:12]} identical on all {len(everyone)} ranks")
+        if len(everyone) > 1:
+            self.logger.print(f"ticket {mine[:12]} identical on all {len(everyone)} ranks")
 
     # ---- checkpoints and outputs --------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -334,6 +336,8 @@ class Trainer:
             "weights": self.ticket_search.steps.weights if self.ticket_search else None,
             "optimizer_state_at_shrink": self.optimizer_state,
             "full": self.full_accounting, "slim": final,
+            # Each rank's peak resident memory (this process; forked tokenizing workers are not counted).
+            "peak_rss_mb": all_gather_object(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)),
         }
         if self.dist.is_main:
             def write(tmp: Path) -> None:

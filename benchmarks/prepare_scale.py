@@ -1,0 +1,134 @@
+"""Pretraining data at scale: tokenizing throughput with 1 and N processes, and a tiny run's peak memory and
+start time on a 40 MB and a 400 MB corpus (real text from ../shared/data/corpus, repeated), on one rank and two.
+
+    python -m benchmarks.prepare_scale [--sizes 40 400] [--throughput-mb 100 --repeats 5] [--work DIR]
+        [--out benchmarks/results/prepare_scale.json]
+
+Peak memory is the largest resident set of any one process of the run (the launcher's children included),
+read from the kernel's accounting of the finished process tree, plus each rank's own peak from summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import print_table, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "corpus"
+TINY = ["--config", str(ROOT / "configs/pretrain/tiny.yaml"), "data.max_documents=0", "data.tokenizer_sample_mb=10",
+        "log.progress_bar=false"]
+# Runs a command and prints the peak resident set (KB) of the largest process in its tree, then its exit code.
+MEASURE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+           "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc, flush=True)")
+
+
+def write_corpus(path: Path, megabytes: int) -> Path:
+    """Real English prose repeated to at least `megabytes` MB (documents separated by blank lines)."""
+    if path.is_file() and path.stat().st_size >= megabytes * 1e6:
+        return path
+    text = "".join(gzip.open(f, "rt", encoding="utf-8").read().strip() + "\n\n" for f in sorted(SHARED.glob("*.gz")))
+    with open(path, "w", encoding="utf-8") as out:
+        for _ in range(int(megabytes * 1e6 // len(text.encode())) + 1):
+            out.write(text)
+    return path
+
+
+def measured(cmd: list[str], env: dict) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB of the largest process, stdout) of one command; fails loudly."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", MEASURE, *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    line = [x for x in done.stdout.splitlines() if x.startswith("PEAK_KB")][-1].split()
+    if line[2] != "0":
+        sys.exit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    return wall, int(line[1]) / 1024, done.stdout
+
+
+def prepare_throughput(corpus: Path, tokenizer: Path, work: Path, procs: list[int], repeats: int, env) -> dict:
+    """MB/s of `earlybert prepare` (fresh cache each time), the process counts alternating."""
+    speeds: dict[int, list[float]] = {n: [] for n in procs}
+    for _ in range(repeats + 1):  # the first round warms the page cache and is dropped
+        for n in procs:
+            cache = work / f"tp-cache-{n}"
+            shutil.rmtree(cache, ignore_errors=True)
+            _, _, out = measured([sys.executable, "-m", "earlybert", "prepare", *TINY, f"data.train_files={corpus}",
+                                  f"data.tokenizer={tokenizer}", f"data.cache_dir={cache}", f"data.num_proc={n}"], env)
+            speeds[n].append(json.loads(out[out.index("{"):out.rindex("}") + 1])["mb_per_s"])
+    return {str(n): {"mb_per_s_median": statistics.median(v[1:]), "min": min(v[1:]), "max": max(v[1:]),
+                     "runs": v[1:]} for n, v in speeds.items()}
+
+
+def pretrain_runs(corpus: Path, work: Path, size: int, env) -> dict:
+    """Fresh cache (prepares inside the run), second start (finds it), then two ranks on the same cache."""
+    cache, out = work / f"cache-{size}", work / f"runs-{size}"
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    args = [*TINY, f"data.train_files={corpus}", f"data.cache_dir={cache}", "train.max_steps=2",
+            "search.enabled=false", "checkpoint.every=100"]
+    result = {}
+    for name in ("fresh_cache", "second_start"):
+        wall, peak, stdout = measured([sys.executable, "-m", "earlybert", "pretrain", *args,
+                                       f"output_dir={out / name}"], env)
+        summary = json.loads((out / name / "summary.json").read_text())
+        result[name] = {"wall_s": round(wall, 1), "peak_rss_mb_largest_process": round(peak, 1),
+                        "peak_rss_mb_rank": summary["peak_rss_mb"],
+                        "tokenized": "data: prepared" in stdout, "data_line": next(
+                            (x for x in stdout.splitlines() if x.startswith("data: ")), "")}
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    wall, peak, stdout = measured([torchrun, "--standalone", "--nproc_per_node", "2", "pretrain/run_pretrain.py",
+                                   *args, "train.micro_batch_size=4", f"output_dir={out / 'two_ranks'}"], env)
+    summary = json.loads((out / "two_ranks" / "summary.json").read_text())
+    result["two_ranks"] = {"wall_s": round(wall, 1), "peak_rss_mb_largest_process": round(peak, 1),
+                           "peak_rss_mb_rank": summary["peak_rss_mb"], "tokenized": "data: prepared" in stdout}
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[40, 400], help="corpus sizes in MB")
+    p.add_argument("--throughput-mb", type=int, default=100, help="corpus size for the 1 vs N process comparison")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--work", default="/tmp/earlybert-prepare-scale")
+    p.add_argument("--out", default="benchmarks/results/prepare_scale.json")
+    args = p.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"{SHARED} is missing: this benchmark reads the shared corpus")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+           "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
+    # A fixed tokenizer for the throughput comparison (trained once, on the corpus's first 10 MB).
+    small = write_corpus(work / "corpus-10.txt", 10)
+    tok_cache = work / "tok-cache"
+    measured([sys.executable, "-m", "earlybert", "prepare", *TINY, f"data.train_files={small}",
+              f"data.cache_dir={tok_cache}"], env)
+    tokenizer = next(tok_cache.glob("tokenizer-*"))
+    cores = os.cpu_count() or 1
+    throughput = prepare_throughput(write_corpus(work / f"corpus-{args.throughput_mb}.txt", args.throughput_mb),
+                                    tokenizer, work, [1, cores], args.repeats, env)
+    runs = {str(size): pretrain_runs(write_corpus(work / f"corpus-{size}.txt", size), work, size, env)
+            for size in args.sizes}
+    speedup = throughput[str(cores)]["mb_per_s_median"] / throughput["1"]["mb_per_s_median"]
+    write_json(args.out, {"throughput_corpus_mb": args.throughput_mb, "repeats": args.repeats,
+                          "prepare_mb_per_s": throughput, "speedup_all_cores_vs_one": round(speedup, 3),
+                          "pretrain": runs})
+    print_table(["processes", "MB/s median", "min", "max"],
+                [[n, v["mb_per_s_median"], v["min"], v["max"]] for n, v in throughput.items()])
+    print(f"speed-up with {cores} processes: {speedup:.2f}x")
+    rows = [[size, name, r["wall_s"], r["peak_rss_mb_largest_process"], r["peak_rss_mb_rank"], r["tokenized"]]
+            for size, by in runs.items() for name, r in by.items()]
+    print_table(["MB", "run", "wall s", "peak MB (largest process)", "peak MB per rank", "tokenized"], rows)
+
+
+if __name__ == "__main__":
+    main()
