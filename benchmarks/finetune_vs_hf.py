@@ -114,7 +114,7 @@ def main() -> None:
             stats = {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "runs_s": v,
                          "examples_per_s": examples / statistics.median(v)} for k, v in times.items()}
             names = list(variants)
-            hf, mine, padded = (statistics.median(times[n]) for n in names)
+            mine, hf, padded = (statistics.median(times[n]) for n in names)
             ratio = {"ours_vs_hf_speed": hf / mine, "dynamic_vs_padded_speed": padded / mine,
                      "ours_vs_hf_speed_range": [min(times[names[1]]) / max(times[names[0]]),
                                                 max(times[names[1]]) / min(times[names[0]])]}

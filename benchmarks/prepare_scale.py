@@ -1,7 +1,7 @@
 """Pretraining data at scale: tokenizing throughput with 1 and N processes, and a tiny run's peak memory and
 start time on a 40 MB and a 400 MB corpus (real text from ../shared/data/corpus, repeated), on one rank and two.
 
-    python -m benchmarks.prepare_scale [--sizes 40 400] [--throughput-mb 100 --repeats 5] [--work DIR]
+    python -m benchmarks.prepare_scale [--sizes 40 400] [--throughput-mb 40 --repeats 5] [--work DIR]
         [--out benchmarks/results/prepare_scale.json]
 
 Peak memory is the largest resident set of any one process of the run (the launcher's children included),
@@ -43,29 +43,43 @@ def write_corpus(path: Path, megabytes: int) -> Path:
     return path
 
 
-def measured(cmd: list[str], env: dict) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB of the largest process, stdout) of one command; fails loudly."""
+def measured(cmd: list[str], env: dict) -> tuple[float, float, str, float | None]:
+    """(wall seconds, peak RSS MB of the largest process, stdout, seconds until the trainer's first step or None)
+    of one command; fails loudly."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", MEASURE, *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    line = [x for x in done.stdout.splitlines() if x.startswith("PEAK_KB")][-1].split()
-    if line[2] != "0":
-        sys.exit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    return wall, int(line[1]) / 1024, done.stdout
+    proc = subprocess.Popen([sys.executable, "-c", MEASURE, *cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines, first_step = [], None
+    for line in proc.stdout:
+        if first_step is None and line.startswith("training from step"):
+            first_step = time.perf_counter() - started
+        lines.append(line)
+    stderr = proc.stderr.read()
+    proc.wait()
+    wall, stdout = time.perf_counter() - started, "".join(lines)
+    peak = [x for x in stdout.splitlines() if x.startswith("PEAK_KB")][-1].split()
+    if peak[2] != "0":
+        sys.exit(f"failed: {' '.join(cmd)}\n{stderr[-3000:]}")
+    return wall, int(peak[1]) / 1024, stdout, first_step
 
 
-def prepare_throughput(corpus: Path, tokenizer: Path, work: Path, procs: list[int], repeats: int, env) -> dict:
-    """MB/s of `earlybert prepare` (fresh cache each time), the process counts alternating."""
-    speeds: dict[int, list[float]] = {n: [] for n in procs}
+def prepare_throughput(corpus: Path, tokenizer: Path, work: Path, cores: int, repeats: int, env) -> dict:
+    """MB/s of `earlybert prepare` (fresh cache each time), the variants alternating: one process on one
+    thread, one process with the tokenizers library's own threads, one process per core."""
+    variants = {"1 process, 1 thread": (1, {"TOKENIZERS_PARALLELISM": "false"}),
+                "1 process, tokenizers threads": (1, {"TOKENIZERS_PARALLELISM": "true"}),
+                f"{cores} processes": (cores, {})}
+    speeds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats + 1):  # the first round warms the page cache and is dropped
-        for n in procs:
-            cache = work / f"tp-cache-{n}"
+        for name, (n, extra) in variants.items():
+            cache = work / "tp-cache"
             shutil.rmtree(cache, ignore_errors=True)
-            _, _, out = measured([sys.executable, "-m", "earlybert", "prepare", *TINY, f"data.train_files={corpus}",
-                                  f"data.tokenizer={tokenizer}", f"data.cache_dir={cache}", f"data.num_proc={n}"], env)
-            speeds[n].append(json.loads(out[out.index("{"):out.rindex("}") + 1])["mb_per_s"])
-    return {str(n): {"mb_per_s_median": statistics.median(v[1:]), "min": min(v[1:]), "max": max(v[1:]),
-                     "runs": v[1:]} for n, v in speeds.items()}
+            _, _, out, _ = measured([sys.executable, "-m", "earlybert", "prepare", *TINY, f"data.train_files={corpus}",
+                                  f"data.tokenizer={tokenizer}", f"data.cache_dir={cache}", f"data.num_proc={n}"],
+                                 {**env, **extra})
+            speeds[name].append(json.loads(out[out.index("{"):out.rindex("}") + 1])["mb_per_s"])
+    return {name: {"mb_per_s_median": statistics.median(v[1:]), "min": min(v[1:]), "max": max(v[1:]),
+                   "runs": v[1:]} for name, v in speeds.items()}
 
 
 def pretrain_runs(corpus: Path, work: Path, size: int, env) -> dict:
@@ -77,18 +91,20 @@ def pretrain_runs(corpus: Path, work: Path, size: int, env) -> dict:
             "search.enabled=false", "checkpoint.every=100"]
     result = {}
     for name in ("fresh_cache", "second_start"):
-        wall, peak, stdout = measured([sys.executable, "-m", "earlybert", "pretrain", *args,
-                                       f"output_dir={out / name}"], env)
+        wall, peak, stdout, first = measured([sys.executable, "-m", "earlybert", "pretrain", *args,
+                                              f"output_dir={out / name}"], env)
         summary = json.loads((out / name / "summary.json").read_text())
-        result[name] = {"wall_s": round(wall, 1), "peak_rss_mb_largest_process": round(peak, 1),
+        result[name] = {"wall_s": round(wall, 1), "first_step_s": round(first, 1),
+                        "peak_rss_mb_largest_process": round(peak, 1),
                         "peak_rss_mb_rank": summary["peak_rss_mb"],
                         "tokenized": "data: prepared" in stdout, "data_line": next(
                             (x for x in stdout.splitlines() if x.startswith("data: ")), "")}
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    wall, peak, stdout = measured([torchrun, "--standalone", "--nproc_per_node", "2", "pretrain/run_pretrain.py",
+    wall, peak, stdout, first = measured([torchrun, "--standalone", "--nproc_per_node", "2", "pretrain/run_pretrain.py",
                                    *args, "train.micro_batch_size=4", f"output_dir={out / 'two_ranks'}"], env)
     summary = json.loads((out / "two_ranks" / "summary.json").read_text())
-    result["two_ranks"] = {"wall_s": round(wall, 1), "peak_rss_mb_largest_process": round(peak, 1),
+    result["two_ranks"] = {"wall_s": round(wall, 1), "first_step_s": round(first, 1),
+                           "peak_rss_mb_largest_process": round(peak, 1),
                            "peak_rss_mb_rank": summary["peak_rss_mb"], "tokenized": "data: prepared" in stdout}
     return result
 
@@ -96,10 +112,11 @@ def pretrain_runs(corpus: Path, work: Path, size: int, env) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[40, 400], help="corpus sizes in MB")
-    p.add_argument("--throughput-mb", type=int, default=100, help="corpus size for the 1 vs N process comparison")
+    p.add_argument("--throughput-mb", type=int, default=40, help="corpus size for the 1 vs N process comparison")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--work", default="/tmp/earlybert-prepare-scale")
     p.add_argument("--out", default="benchmarks/results/prepare_scale.json")
+    p.add_argument("--runs-only", action="store_true", help="redo the pretraining runs, keep --out's throughput")
     args = p.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} is missing: this benchmark reads the shared corpus")
@@ -114,20 +131,25 @@ def main() -> None:
               f"data.cache_dir={tok_cache}"], env)
     tokenizer = next(tok_cache.glob("tokenizer-*"))
     cores = os.cpu_count() or 1
-    throughput = prepare_throughput(write_corpus(work / f"corpus-{args.throughput_mb}.txt", args.throughput_mb),
-                                    tokenizer, work, [1, cores], args.repeats, env)
+    if args.runs_only:
+        throughput = json.loads(Path(args.out).read_text())["prepare_mb_per_s"]
+    else:
+        throughput = prepare_throughput(write_corpus(work / f"corpus-{args.throughput_mb}.txt", args.throughput_mb),
+                                        tokenizer, work, cores, args.repeats, env)
     runs = {str(size): pretrain_runs(write_corpus(work / f"corpus-{size}.txt", size), work, size, env)
             for size in args.sizes}
-    speedup = throughput[str(cores)]["mb_per_s_median"] / throughput["1"]["mb_per_s_median"]
+    speedup = (throughput[f"{cores} processes"]["mb_per_s_median"]
+               / throughput["1 process, 1 thread"]["mb_per_s_median"])
     write_json(args.out, {"throughput_corpus_mb": args.throughput_mb, "repeats": args.repeats,
                           "prepare_mb_per_s": throughput, "speedup_all_cores_vs_one": round(speedup, 3),
                           "pretrain": runs})
-    print_table(["processes", "MB/s median", "min", "max"],
+    print_table(["tokenizing", "MB/s median", "min", "max"],
                 [[n, v["mb_per_s_median"], v["min"], v["max"]] for n, v in throughput.items()])
-    print(f"speed-up with {cores} processes: {speedup:.2f}x")
-    rows = [[size, name, r["wall_s"], r["peak_rss_mb_largest_process"], r["peak_rss_mb_rank"], r["tokenized"]]
-            for size, by in runs.items() for name, r in by.items()]
-    print_table(["MB", "run", "wall s", "peak MB (largest process)", "peak MB per rank", "tokenized"], rows)
+    print(f"{cores} processes vs 1 process on 1 thread: {speedup:.2f}x")
+    rows = [[size, name, r["first_step_s"], r["wall_s"], r["peak_rss_mb_largest_process"], r["peak_rss_mb_rank"],
+             r["tokenized"]] for size, by in runs.items() for name, r in by.items()]
+    print_table(["MB", "run", "first step s", "wall s", "peak MB (largest process)", "peak MB per rank",
+                 "tokenized"], rows)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,14 @@ from earlybert.ticket.coefficients import attach_coefficients, has_coefficients
 from earlybert.ticket.shrink import apply_plan, prune_plan, shrink_model
 from earlybert.ticket.ticket import Ticket
 from earlybert.train.distributed import setup_distributed
-from earlybert.train.engine import build_engine, carry_optimizer_state, consolidated_copy, fp32_values
+from earlybert.train.engine import (
+    adamw,
+    build_engine,
+    carry_optimizer_state,
+    consolidated_copy,
+    fp32_values,
+    optimizer_name,
+)
 from earlybert.train.objectives import MaskedLMObjective
 from earlybert.train.trainer_config import TrainConfig
 from tests.conftest import random_inputs, tiny_model
@@ -95,3 +102,25 @@ def test_adam_moments_and_step_count_are_carried_across_the_shrink(tmp_path, set
     new.backward(loss)
     new.step()
     assert new.was_step_applied() and torch.isfinite(loss)
+
+
+def test_the_chosen_adamw_makes_the_reference_update_and_is_named(tmp_path):
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.randn(32))]
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    train = TrainConfig(lr=1e-2, weight_decay=0.01)
+    chosen = adamw([{"params": params, "weight_decay": 0.01}], train)
+    plain = torch.optim.AdamW([{"params": reference, "weight_decay": 0.01}], lr=1e-2, betas=tuple(train.betas),
+                              eps=train.eps, foreach=False)
+    for _ in range(5):
+        for p, q in zip(params, reference):
+            grad = torch.randn_like(p)
+            p.grad, q.grad = grad.clone(), grad.clone()
+        chosen.step()
+        plain.step()
+    for p, q in zip(params, reference):
+        assert torch.allclose(p, q, atol=1e-6, rtol=0), (p - q).abs().max()
+    engine, _, _ = trained_engine(tmp_path, 0, False, steps=1)
+    assert optimizer_name(engine) in ("torch AdamW (fused)", "torch AdamW (foreach)")
+    engine, _, _ = trained_engine(tmp_path, 2, True, steps=1)
+    assert optimizer_name(engine).endswith("in DeepSpeed's DeepSpeedZeroOptimizer")

@@ -79,8 +79,8 @@ def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coeff
     if "optimizer" in config:
         engine, *_ = deepspeed.initialize(model=objective, model_parameters=groups, config=config)
     else:
-        # A client optimizer avoids JIT-building fused ops on CPU and keeps per-parameter state we can slice.
-        optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), eps=train.eps)
+        # A client optimizer avoids JIT-building DeepSpeed's ops on CPU and keeps per-parameter state we can slice.
+        optimizer = adamw(groups, train)
         engine, *_ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config)
     if dist.world_size == 1 and config.get("zero_optimization", {}).get("stage", 0) == 0:
         # Averaging gradients over one rank changes nothing but costs a flatten/copy of every gradient.
@@ -106,6 +106,24 @@ def _plain_state(optimizer, model: nn.Module) -> bool:
         return False
     ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
     return any(id(p) in ids for p in model.parameters())
+
+
+def adamw(groups: list[dict[str, Any]], train: TrainConfig) -> torch.optim.AdamW:
+    """torch's AdamW, fused (one kernel over all tensors, the same update to float rounding) where this torch
+    build has it for the parameters' device, else the multi-tensor version."""
+    kwargs = {"lr": train.lr, "betas": tuple(train.betas), "eps": train.eps}
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def optimizer_name(engine) -> str:
+    """What updates the weights, for summary.json: the (inner) optimizer's class and implementation."""
+    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+    how = "fused" if inner.defaults.get("fused") else "foreach" if inner.defaults.get("foreach") else "per-tensor"
+    wrapper = "" if inner is engine.optimizer else f" in DeepSpeed's {type(engine.optimizer).__name__}"
+    return f"{type(inner).__module__.split('.')[0]} {type(inner).__name__} ({how}){wrapper}"
 
 
 def carry_optimizer_state(old_engine, old_model: nn.Module, new_engine, new_model: nn.Module,

@@ -27,7 +27,13 @@ from earlybert.ticket.search import SearchSteps, TicketSearch
 from earlybert.ticket.shrink import prune_plan, shrink_model
 from earlybert.ticket.ticket import Ticket
 from earlybert.train.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, broadcast_object
-from earlybert.train.engine import build_engine, carry_optimizer_state, consolidated_copy, fp32_values
+from earlybert.train.engine import (
+    build_engine,
+    carry_optimizer_state,
+    consolidated_copy,
+    fp32_values,
+    optimizer_name,
+)
 from earlybert.train.logger import RunLogger
 from earlybert.train.objectives import Objective, Stat
 from earlybert.train.run_checkpoint import RunCheckpointer, latest_checkpoint
@@ -335,6 +341,7 @@ class Trainer:
             "drawn_by": self.ticket.metadata.get("drawn_by") if self.ticket else None,
             "weights": self.ticket_search.steps.weights if self.ticket_search else None,
             "optimizer_state_at_shrink": self.optimizer_state,
+            "optimizer": optimizer_name(self.engine),
             "full": self.full_accounting, "slim": final,
             # Each rank's peak resident memory (this process; forked tokenizing workers are not counted).
             "peak_rss_mb": all_gather_object(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)),
