@@ -27,6 +27,19 @@ def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def alternate_runs(variants: dict[str, Callable[[Path], float]], repeats: int, folder: Path,
+                   prefix: str = "run") -> dict[str, list[float]]:
+    """Seconds each variant reports for a whole run, the variants taking turns for `repeats` rounds after a
+    dropped warm-up round; each run gets a fresh output folder under `folder`."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(repeats + 1):
+        for i, (name, fn) in enumerate(variants.items()):
+            seconds = fn(folder / f"{prefix}-{round_}-{i}")
+            if round_:
+                times[name].append(seconds)
+    return times
+
+
 def write_json(path: str | Path, data: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({"machine": machine_info(), **data}, indent=1))

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import print_table, write_json
+from benchmarks.common import alternate_runs, print_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -104,12 +104,7 @@ def main() -> None:
                                                                                            args.batch, o),
                 "ours (padded to 128)": lambda o, d=task_dir: ours(model, d, args.steps, args.batch, o, False),
             }
-            times: dict[str, list[float]] = {k: [] for k in variants}
-            for round_ in range(args.repeats + 1):  # round 0 warms up and is dropped
-                for i, (name, fn) in enumerate(variants.items()):
-                    seconds = fn(Path(tmp) / f"{task}-{round_}-{i}")
-                    if round_:
-                        times[name].append(seconds)
+            times = alternate_runs(variants, args.repeats, Path(tmp), task)
             examples = args.steps * args.batch
             stats = {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "runs_s": v,
                          "examples_per_s": examples / statistics.median(v)} for k, v in times.items()}

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import print_table, write_json
+from benchmarks.common import alternate_runs, print_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = sorted((ROOT.parent / "shared" / "data" / "corpus").glob("*.txt.gz"))
@@ -94,12 +94,7 @@ def main() -> None:
         variants = {"ours (earlybert pretrain, full model)": lambda o: ours(tokenizer, cache, args.steps, o),
                     "HF Trainer + DataCollatorForLanguageModeling": lambda o: hugging_face(tokenizer, blocks,
                                                                                           args.steps, o)}
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        for round_ in range(args.repeats + 1):  # round 0 warms up and is dropped
-            for i, (name, fn) in enumerate(variants.items()):
-                seconds = fn(Path(tmp) / f"run-{round_}-{i}")
-                if round_:
-                    times[name].append(seconds)
+        times = alternate_runs(variants, args.repeats, Path(tmp))
     tokens = args.steps * 8 * 128
     stats = {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "runs_s": v,
                  "tokens_per_s": tokens / statistics.median(v)} for k, v in times.items()}

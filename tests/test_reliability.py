@@ -151,3 +151,16 @@ def test_a_checkpoint_write_failing_on_rank_1_only_ends_both_ranks_with_the_caus
     assert elapsed < 120, elapsed  # a hang would wait for gloo's 30-minute timeout
     root = tmp_path / "run" / "checkpoints"
     assert (root / "latest").read_text() == "step_00000005"
+
+
+def test_an_optimizer_restarted_at_the_shrink_warms_up_again_and_says_so(tmp_path, pydoc_corpus, monkeypatch):
+    from earlybert.train import trainer
+
+    monkeypatch.setattr(trainer, "carry_optimizer_state", lambda *args: False)  # as for a JSON-named optimizer
+    summary = run(tiny_config(tmp_path, pydoc_corpus, "train.max_steps=14", "search.max_search_steps=6",
+                              "train.warmup_steps=4", "train.schedule=constant", "train.lr=0.002"))
+    assert summary["optimizer_state_at_shrink"] == "restarted"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    drawn = summary["ticket_step"]
+    lrs = [r["lr"] for r in rows if r["step"] > drawn][:5]
+    assert lrs == pytest.approx([0.0005, 0.001, 0.0015, 0.002, 0.002])  # 1/4, 2/4, ... of the rate, then all
