@@ -74,10 +74,9 @@ def prepare_throughput(corpus: Path, tokenizer: Path, work: Path, cores: int, re
         for name, (n, extra) in variants.items():
             cache = work / "tp-cache"
             shutil.rmtree(cache, ignore_errors=True)
-            _, _, out, _ = measured([sys.executable, "-m", "earlybert", "prepare", *TINY, f"data.train_files={corpus}",
-                                  f"data.tokenizer={tokenizer}", f"data.cache_dir={cache}", f"data.num_proc={n}"],
-                                 {**env, **extra})
-            speeds[name].append(json.loads(out[out.index("{"):out.rindex("}") + 1])["mb_per_s"])
+            measured([sys.executable, "-m", "earlybert", "prepare", *TINY, f"data.train_files={corpus}",
+                      f"data.tokenizer={tokenizer}", f"data.cache_dir={cache}", f"data.num_proc={n}"], {**env, **extra})
+            speeds[name].append(json.loads(next(cache.glob("prepared-*/meta.json")).read_text())["mb_per_s"])
     return {name: {"mb_per_s_median": statistics.median(v[1:]), "min": min(v[1:]), "max": max(v[1:]),
                    "runs": v[1:]} for name, v in speeds.items()}
 

@@ -115,3 +115,18 @@ def test_two_processes_on_a_fresh_cache_one_prepares_the_other_waits_and_reads_i
     assert sum("no tokenization" in line for line in logs) == 1  # the other waited and read it
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("prepared-")] == [
         os.path.basename(folders.pop())]
+
+
+def test_the_prepare_command_prints_one_summary_line_and_a_run_finds_its_folder(corpus, tmp_path, tokenizer):
+    from tests.conftest import run_earlybert
+
+    tokenizer.save_pretrained(str(tmp_path / "tok"))
+    args = ["--config", str(REPO / "configs/pretrain/tiny.yaml"), f"data.train_files={corpus}",
+            f"data.tokenizer={tmp_path / 'tok'}", f"data.cache_dir={tmp_path / 'cache'}", "log.progress_bar=false"]
+    done = run_earlybert("prepare", *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("data: prepared 300 documents"), lines
+    assert "blocks of 64" in lines[0] and "MB/s" in lines[0]
+    again = run_earlybert("prepare", *args)
+    assert "no tokenization" in again.stdout

@@ -233,6 +233,8 @@ def prepare(cfg: DataConfig, tokenizer, log=print, progress: bool = False) -> Pr
             os.replace(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    log(f"data: prepared {meta['documents']} documents, {meta['tokens']} tokens, {meta['text_mb']:.1f} MB in "
-        f"{meta['seconds']:.1f} s ({meta['mb_per_s']:.2f} MB/s, {meta['num_proc']} processes) -> {folder}")
+    blocks = meta["tokens"] // max(1, cfg.seq_len - 2)
+    log(f"data: prepared {meta['documents']} documents, {meta['tokens']} tokens ({blocks} blocks of {cfg.seq_len}), "
+        f"{meta['text_mb']:.1f} MB in {meta['seconds']:.1f} s ({meta['mb_per_s']:.2f} MB/s, {meta['num_proc']} "
+        f"processes) -> {folder}")
     return PreparedCorpus.open(folder)

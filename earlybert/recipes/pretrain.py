@@ -236,9 +236,8 @@ def prepare_main(argv: list[str] | None = None) -> int:
         if cfg.data.streaming:
             raise EarlyBertError("data.streaming=true reads the dataset as it trains: there is nothing to prepare")
         tokenizer = get_tokenizer(cfg, Path(cfg.output_dir))
-        corpus = prepare(cfg.data, tokenizer, progress=cfg.log.progress_bar)
+        prepare(cfg.data, tokenizer, progress=cfg.log.progress_bar)  # prints its one-line summary
     except EarlyBertError as e:
         print(f"earlybert prepare: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"folder": str(corpus.folder), **corpus.meta}, indent=1))
     return 0
