@@ -73,7 +73,8 @@ class RunCheckpointer:
         try:
             return self._save(engine, step, state, files)
         except OSError as e:  # disk full, read-only folder...: the previous checkpoint is untouched
-            shutil.rmtree(self.root / f".tmp-step_{step:08d}", ignore_errors=True)
+            if self.dist.world_size == 1:  # other ranks may still be writing into the shared folder
+                shutil.rmtree(self.root / f".tmp-step_{step:08d}", ignore_errors=True)
             previous = latest_checkpoint(self.root.parent)
             raise EarlyBertError(f"could not write the checkpoint of step {step} in {self.root} ({e.strerror or e}); "
                                  f"the previous checkpoint {previous or '(none)'} is intact: free space or fix "
