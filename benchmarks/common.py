@@ -13,8 +13,8 @@ import torch  # noqa: F401
 from earlybert.report.machine import machine_info
 
 
-def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each variant, calling them in turn so drift hits all alike."""
+def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, dict[str, float]]:
+    """Median, min and max seconds per call of each variant, calling them in turn so drift hits all alike."""
     for fn in variants.values():
         for _ in range(warmup):
             fn()
@@ -24,7 +24,7 @@ def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int 
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in times.items()}
 
 
 def alternate_runs(variants: dict[str, Callable[[Path], float]], repeats: int, folder: Path,
