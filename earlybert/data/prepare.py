@@ -216,7 +216,8 @@ def prepare(cfg: DataConfig, tokenizer, log=print, progress: bool = False) -> Pr
         corpus = PreparedCorpus.open(folder)
         check_prepared(corpus, cfg, tokenizer)
         return corpus
-    key = f"prepared-{corpus_key(cfg)}-{tokenizer_key(tokenizer)}"
+    corpus_id, tokenizer_id = corpus_key(cfg), tokenizer_key(tokenizer)
+    key = f"prepared-{corpus_id}-{tokenizer_id}"
     cache = check_cache_dir(cfg.cache_dir)
     folder = cache / key
     with cache_lock(cache):
@@ -227,8 +228,8 @@ def prepare(cfg: DataConfig, tokenizer, log=print, progress: bool = False) -> Pr
         try:
             num_proc = cfg.num_proc or os.cpu_count() or 1
             stats = _tokenize_to(tmp / "tokens.u32", document_stream(cfg), tokenizer, num_proc, progress)
-            meta = {"version": PREPARED_VERSION, "corpus_key": corpus_key(cfg),
-                    "tokenizer_key": tokenizer_key(tokenizer), "sources": cfg.files() or [cfg.dataset], **stats}
+            meta = {"version": PREPARED_VERSION, "corpus_key": corpus_id, "tokenizer_key": tokenizer_id,
+                    "sources": cfg.files() or [cfg.dataset], **stats}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             os.replace(tmp, folder)
         finally:
