@@ -1,4 +1,4 @@
-"""Shared test helpers: tiny BERT/RoBERTa models for every task, real MiniLM weights, offline env."""
+"""Shared test helpers: tiny models of every family for every task, real MiniLM weights, offline env."""
 
 from __future__ import annotations
 
@@ -18,21 +18,31 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import earlybert  # noqa: E402,F401  (registers the slim Auto classes)
 from earlybert.models.adapters import adapter_for_type  # noqa: E402
 
-FAMILIES = ("bert", "roberta")
+FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "deberta-v2", "modernbert")
 TASKS = ("masked_lm", "sequence_classification", "question_answering")
+# Every (family, task) with a head in transformers: base, MLM, classification, QA, and BERT's
+# pretraining / ELECTRA's discriminator.
+FAMILY_TASKS = [(f, t) for f in FAMILIES for t in adapter_for_type(f).hf_classes]
+# What each family needs beyond the sizes: RoBERTa-style special ids; DeBERTa-v3's relative attention
+# (shared content/position projections, log buckets); ModernBERT's local attention over a window of 4
+# tokens on every second layer, so an 11-token input reaches past it.
+FAMILY_EXTRAS = {
+    "roberta": dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1),
+    "xlm-roberta": dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1),
+    "deberta-v2": dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8,
+                       max_relative_positions=16, share_att_key=True, norm_rel_ebd="layer_norm"),
+    "modernbert": dict(local_attention=4, global_attn_every_n_layers=2, bos_token_id=2, eos_token_id=3,
+                       cls_token_id=2, sep_token_id=3),
+}
 
 
 def tiny_config(family: str = "bert", **overrides):
     """A 2-layer, 4-head config small enough for many CPU forwards."""
-    adapter = adapter_for_type(family)
-    config_cls = adapter.hf_classes["base"].config_class
-    kwargs = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=48, max_position_embeddings=64, num_labels=3,
-                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    if family == "roberta":
-        kwargs.update(pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+    kwargs = dict(vocab_size=120, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, max_positions=64,
+                  hidden_dropout=0.0, attention_dropout=0.0, pad_token_id=0, num_labels=3)
+    kwargs.update(FAMILY_EXTRAS.get(family, {}))
     kwargs.update(overrides)
-    return config_cls(**kwargs)
+    return adapter_for_type(family).new_config(**kwargs)
 
 
 def tiny_model(family: str = "bert", task: str = "masked_lm", seed: int = 0, **overrides):
@@ -59,6 +69,8 @@ def outputs_of(model, inputs) -> torch.Tensor:
         out = model(**inputs)
     if hasattr(out, "start_logits") and out.start_logits is not None:
         return torch.stack([out.start_logits, out.end_logits])
+    if getattr(out, "prediction_logits", None) is not None:  # BERT pretraining: MLM and next-sentence logits
+        return torch.cat([out.prediction_logits.flatten(), out.seq_relationship_logits.flatten()])
     return out.logits if hasattr(out, "logits") else out.last_hidden_state
 
 

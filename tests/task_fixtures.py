@@ -105,17 +105,26 @@ def make_squad(folder: Path, version: str = "v1.1", n: int = 12) -> Path:
 
 def make_tiny_bert(folder: Path) -> Path:
     """A 2-layer random BERT with a small WordPiece tokenizer, saved as a model folder."""
+    return make_tiny_model(folder, "bert")
+
+
+def make_tiny_model(folder: Path, family: str) -> Path:
+    """A 2-layer random base model of `family` with a small WordPiece tokenizer, saved as a model folder."""
     import torch
-    from transformers import BertConfig, BertModel
 
     from earlybert.data.corpus import train_wordpiece
+    from earlybert.models.adapters import adapter_for_type
+    from tests.conftest import FAMILY_EXTRAS
 
     rng = random.Random(0)
     tokenizer = train_wordpiece([sentence(rng, 12) + " what is the answer river moon owns who ?" for _ in range(200)]
                                 + [str(i) for i in range(100)], vocab_size=200)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
+    extras = {**FAMILY_EXTRAS.get(family, {}), "pad_token_id": tokenizer.pad_token_id}
+    adapter = adapter_for_type(family)
+    config = adapter.new_config(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=4,
+                                intermediate_size=48, max_positions=128 + adapter.position_offset,
+                                hidden_dropout=0.1, attention_dropout=0.1, **extras)
+    adapter.hf_classes["base"](config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

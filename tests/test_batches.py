@@ -41,14 +41,14 @@ def test_trim_padding_cuts_to_the_longest_row_and_leaves_other_tensors(tokenizer
 
 
 def test_dynamic_padding_gives_the_same_predictions_as_max_length_padding(tokenizer, tmp_path):
-    model = tiny_model("bert", "sequence_classification", vocab_size=len(tokenizer), max_position_embeddings=128)
+    model = tiny_model("bert", "sequence_classification", vocab_size=len(tokenizer), max_positions=128)
     features = short_and_long(tokenizer)
     features.pop("labels")
     (dynamic,) = predict_logits(model, features, 8, dynamic_padding=True)
     (padded,) = predict_logits(model, features, 8, dynamic_padding=False)
     np.testing.assert_allclose(dynamic, padded, atol=1e-5)
     assert (dynamic.argmax(-1) == padded.argmax(-1)).all()
-    qa = tiny_model("bert", "question_answering", vocab_size=len(tokenizer), max_position_embeddings=128)
+    qa = tiny_model("bert", "question_answering", vocab_size=len(tokenizer), max_positions=128)
     examples = squad.read_squad(make_squad(tmp_path / "squad") / "dev-v1.1.json")
     inputs, example_of, offsets = squad.eval_features(tokenizer, examples, 64, 32)
     runs = [predict_logits(qa, inputs, 4, dynamic_padding=d) for d in (True, False)]
@@ -61,7 +61,7 @@ def test_dynamic_padding_gives_the_same_predictions_as_max_length_padding(tokeni
 
 def test_training_batches_are_padded_per_batch_and_the_loss_is_unchanged(tokenizer):
     features = short_and_long(tokenizer)
-    model = tiny_model("bert", "sequence_classification", vocab_size=len(tokenizer), max_position_embeddings=128)
+    model = tiny_model("bert", "sequence_classification", vocab_size=len(tokenizer), max_positions=128)
     dynamic = ExampleBatches(features, 8, 1, 0, 1, seed=1, dynamic_padding=True)(0)[0]
     padded = ExampleBatches(features, 8, 1, 0, 1, seed=1, dynamic_padding=False)(0)[0]
     assert dynamic["input_ids"].shape[1] == int(padded["attention_mask"].sum(1).max()) < 64

@@ -113,7 +113,7 @@ def test_draw_ticket_from_model_coefficients_records_values():
 
 
 def test_random_ticket_is_seeded_and_keeps_ratios():
-    model = tiny_model("bert", num_attention_heads=8, intermediate_size=100)
+    model = tiny_model("bert", num_heads=8, intermediate_size=100)
     a = random_ticket(model, MaskSpec(), seed=3)
     b = random_ticket(model, MaskSpec(), seed=3)
     c = random_ticket(model, MaskSpec(), seed=4)

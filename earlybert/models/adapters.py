@@ -1,78 +1,94 @@
-"""Architecture adapters: where each family keeps its attention projections and FFN linears.
+"""Architecture adapters: each family's task classes, slim classes and where its slimmable linears live.
 
-Adding a BERT-like family (ELECTRA, say) is one more `Adapter(...)` entry: its model types, its
-Hugging Face and slim classes per task, and the attribute paths below if they differ.
+A family is one `register_adapter(Adapter(...))` entry here plus its slim config and `Layout` in
+`modeling.py` (self-contained, since it is copied into slim checkpoints).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+import torch
+import transformers
 from torch import nn
-from transformers import (
-    BertForMaskedLM,
-    BertForPreTraining,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertModel,
-    RobertaForMaskedLM,
-    RobertaForQuestionAnswering,
-    RobertaForSequenceClassification,
-    RobertaModel,
-)
 
 from earlybert.errors import EarlyBertError
 from earlybert.models import modeling
+from earlybert.models.modeling import Layout, has_submodule, head_size_of
 
-TASKS = ("base", "masked_lm", "sequence_classification", "question_answering")
+# Task name -> class-name suffix. ELECTRA's `ForPreTraining` is its discriminator, BERT's adds next-sentence
+# prediction: the same suffix, so they are told apart by task name.
+TASK_SUFFIXES = {
+    "base": "Model",
+    "masked_lm": "ForMaskedLM",
+    "sequence_classification": "ForSequenceClassification",
+    "question_answering": "ForQuestionAnswering",
+}
+TASKS = tuple(TASK_SUFFIXES)
 
 
 @dataclass(frozen=True)
 class LayerParts:
-    """The modules of one encoder layer that slimming touches."""
+    """The linears of one encoder layer that slimming touches."""
 
-    attention: nn.Module  # computes the per-head context; its output[0] is [batch, seq, heads*head_size]
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
+    head_linears: list[tuple[nn.Linear, int]]  # (linear, groups): output rows grouped [groups, heads, head_size]
     attention_output: nn.Linear  # input columns are grouped by head
-    intermediate: nn.Module  # output is the FFN activation
-    ffn_in: nn.Linear
-    ffn_out: nn.Linear
+    ffn_in: tuple[nn.Linear, int]  # output rows grouped [groups, neurons]
+    ffn_out: nn.Linear  # input columns are FFN neurons
 
 
 @dataclass(frozen=True)
 class Adapter:
-    """How to find the slimmable parts of one model family, and its slim classes."""
+    """How to find the slimmable parts of one model family, and its HF and slim classes."""
 
-    family: str
-    model_types: tuple[str, ...]
-    hf_classes: dict[str, type]
-    slim_classes: dict[str, type]
-    slim_config: type
-    attention: str = "attention.self"
-    query: str = "attention.self.query"
-    key: str = "attention.self.key"
-    value: str = "attention.self.value"
-    attention_output: str = "attention.output.dense"
-    intermediate: str = "intermediate"
-    ffn_in: str = "intermediate.dense"
-    ffn_out: str = "output.dense"
-    layers: str = "encoder.layer"
-    mlm_head: str = "cls.predictions"  # maps hidden states [..., hidden] to vocabulary logits
+    family: str  # the HF model_type
+    prefix: str  # class-name prefix in transformers and in modeling.py ("Bert" -> BertModel, SlimBertModel)
+    mlm_head: tuple[str, ...] = ()  # submodules mapping hidden states to vocabulary logits, applied in order
+    pretraining_task: str = ""  # what `<prefix>ForPreTraining` is: "pretraining" (BERT) or "discriminator"
+    token_types: bool = True  # whether the model takes token_type_ids
+    position_offset: int = 0  # position ids start after the padding index (RoBERTa-style: 2)
+
+    @property
+    def layout(self) -> Layout:
+        return modeling.FAMILIES[self.prefix][1]
+
+    @property
+    def slim_config(self) -> type:
+        return modeling.FAMILIES[self.prefix][0]
+
+    @property
+    def model_types(self) -> tuple[str, str]:
+        return self.family, self.slim_config.model_type
+
+    def _classes(self, namespace) -> dict[str, type]:
+        suffixes = dict(TASK_SUFFIXES, **({self.pretraining_task: "ForPreTraining"} if self.pretraining_task else {}))
+        found = {task: getattr(namespace, self.prefix + suffix, None) for task, suffix in suffixes.items()}
+        return {task: cls for task, cls in found.items() if cls is not None}
+
+    @cached_property
+    def hf_classes(self) -> dict[str, type]:
+        return self._classes(transformers)
+
+    @cached_property
+    def slim_classes(self) -> dict[str, type]:
+        return {task: getattr(modeling, "Slim" + cls.__name__) for task, cls in self.hf_classes.items()}
 
     def layer_parts(self, model: nn.Module) -> list[LayerParts]:
-        """The slimmable modules of every encoder layer of `model`."""
-        layers = model.base_model.get_submodule(self.layers)
-        return [
-            LayerParts(**{name: layer.get_submodule(getattr(self, name)) for name in LayerParts.__annotations__})
-            for layer in layers
-        ]
+        """The slimmable linears of every encoder layer of `model`."""
+        layout = self.layout
+        parts = []
+        for layer in model.base_model.get_submodule(layout.layers):
+            heads = [(layer.get_submodule(p), g) for p, g in layout.head_linears if has_submodule(layer, p)]
+            parts.append(LayerParts(heads, layer.get_submodule(layout.attention_output),
+                                    (layer.get_submodule(layout.ffn_in[0]), layout.ffn_in[1]),
+                                    layer.get_submodule(layout.ffn_out)))
+        return parts
 
     def task_of(self, model: nn.Module) -> str:
-        """Which task head the model carries: base, masked_lm, sequence_classification or question_answering."""
-        for task in self.hf_classes:
-            if isinstance(model, (self.hf_classes[task], self.slim_classes[task])):
+        """Which task head the model carries (base, masked_lm, sequence_classification, ...)."""
+        for task, cls in self.hf_classes.items():
+            if isinstance(model, (cls, self.slim_classes[task])):
                 return task
         raise EarlyBertError(
             f"{type(model).__name__} is not supported: use one of "
@@ -86,6 +102,45 @@ class Adapter:
                 return cls
         return None
 
+    def mlm_logits(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of the masked-LM head for the given hidden states (any leading shape)."""
+        if self.family == "deberta-v2" and not model.config.legacy:  # its head takes the word embeddings too
+            return model.lm_predictions(hidden, model.get_input_embeddings())
+        for path in self.mlm_head:
+            hidden = model.get_submodule(path)(hidden)
+        return hidden
+
+    def new_config(self, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+                   max_positions: int, hidden_dropout: float, attention_dropout: float, pad_token_id: int, **extra):
+        """A fresh HF config of this family with the given sizes (the family's own field names); `extra`
+        overrides the family defaults of a new model (DeBERTa: v3's relative attention; ELECTRA: embeddings as
+        wide as the hidden states)."""
+        config_cls = self.hf_classes["base"].config_class
+        extra = {**NEW_MODEL_DEFAULTS.get(self.family, {}), "pad_token_id": pad_token_id, **extra}
+        if self.family == "electra":
+            extra.setdefault("embedding_size", hidden_size)
+        if self.family == "distilbert":
+            return config_cls(vocab_size=vocab_size, dim=hidden_size, n_layers=num_layers, n_heads=num_heads,
+                              hidden_dim=intermediate_size, max_position_embeddings=max_positions,
+                              dropout=hidden_dropout, attention_dropout=attention_dropout, **extra)
+        if self.family == "modernbert":
+            return config_cls(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                              num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                              max_position_embeddings=max_positions, mlp_dropout=hidden_dropout,
+                              embedding_dropout=hidden_dropout, attention_dropout=attention_dropout, **extra)
+        return config_cls(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                          num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                          max_position_embeddings=max_positions, hidden_dropout_prob=hidden_dropout,
+                          attention_probs_dropout_prob=attention_dropout, **extra)
+
+
+# What a new model of a family gets beyond its config class's defaults: DeBERTa-v3-base's attention.
+NEW_MODEL_DEFAULTS = {
+    "deberta-v2": dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=256,
+                       max_relative_positions=-1, share_att_key=True, norm_rel_ebd="layer_norm",
+                       position_biased_input=False, type_vocab_size=0),
+}
+
 
 ADAPTERS: dict[str, Adapter] = {}
 
@@ -96,32 +151,18 @@ def register_adapter(adapter: Adapter) -> None:
         ADAPTERS[model_type] = adapter
 
 
-register_adapter(
-    Adapter(
-        family="bert",
-        model_types=("bert", "slim_bert"),
-        hf_classes=dict(zip((*TASKS, "pretraining"), (BertModel, BertForMaskedLM, BertForSequenceClassification,
-                                                       BertForQuestionAnswering, BertForPreTraining))),
-        slim_classes=dict(zip((*TASKS, "pretraining"), (modeling.SlimBertModel, modeling.SlimBertForMaskedLM,
-                                                         modeling.SlimBertForSequenceClassification,
-                                                         modeling.SlimBertForQuestionAnswering,
-                                                         modeling.SlimBertForPreTraining))),
-        slim_config=modeling.SlimBertConfig,
-    )
-)
-register_adapter(
-    Adapter(
-        family="roberta",
-        model_types=("roberta", "slim_roberta"),
-        hf_classes=dict(zip(TASKS, (RobertaModel, RobertaForMaskedLM, RobertaForSequenceClassification,
-                                    RobertaForQuestionAnswering))),
-        slim_classes=dict(zip(TASKS, (modeling.SlimRobertaModel, modeling.SlimRobertaForMaskedLM,
-                                      modeling.SlimRobertaForSequenceClassification,
-                                      modeling.SlimRobertaForQuestionAnswering))),
-        slim_config=modeling.SlimRobertaConfig,
-        mlm_head="lm_head",
-    )
-)
+for _adapter in (
+    Adapter("bert", "Bert", mlm_head=("cls.predictions",), pretraining_task="pretraining"),
+    Adapter("roberta", "Roberta", mlm_head=("lm_head",), position_offset=2),
+    Adapter("xlm-roberta", "XLMRoberta", mlm_head=("lm_head",), position_offset=2),
+    Adapter("electra", "Electra", mlm_head=("generator_predictions", "generator_lm_head"),
+            pretraining_task="discriminator"),
+    Adapter("distilbert", "DistilBert", token_types=False,
+            mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")),
+    Adapter("deberta-v2", "DebertaV2", mlm_head=("cls.predictions",)),
+    Adapter("modernbert", "ModernBert", mlm_head=("head", "decoder"), token_types=False),
+):
+    register_adapter(_adapter)
 
 
 def supported_model_types() -> list[str]:
@@ -129,11 +170,17 @@ def supported_model_types() -> list[str]:
     return sorted(ADAPTERS)
 
 
+def supported_families() -> list[str]:
+    """The HF model types (families) earlybert slims."""
+    return sorted({a.family for a in ADAPTERS.values()})
+
+
 def adapter_for_type(model_type: str) -> Adapter:
     """The adapter of a `config.model_type`, or a one-line error listing the supported ones."""
     if model_type not in ADAPTERS:
         raise EarlyBertError(
-            f"model type {model_type!r} is not supported: use one of {', '.join(supported_model_types())}"
+            f"model type {model_type!r} is not supported: use one of {', '.join(supported_families())} "
+            "(or their slim_ versions)"
         )
     return ADAPTERS[model_type]
 
@@ -146,11 +193,11 @@ def get_adapter(model: nn.Module) -> Adapter:
 
 def head_size(model: nn.Module) -> int:
     """Width of one attention head."""
-    return model.config.hidden_size // model.config.num_attention_heads
+    return head_size_of(model.config)
 
 
 def layer_sizes(model: nn.Module) -> tuple[list[int], list[int]]:
-    """Current (heads per layer, FFN width per layer) of a model, read off its linears."""
+    """Current (heads per layer, FFN width per layer) of a model, read off its output linears."""
     parts = get_adapter(model).layer_parts(model)
     d = head_size(model)
-    return [p.query.out_features // d for p in parts], [p.ffn_in.out_features for p in parts]
+    return [p.attention_output.in_features // d for p in parts], [p.ffn_out.in_features for p in parts]

@@ -17,6 +17,7 @@ _AUTO = {
     "sequence_classification": AutoModelForSequenceClassification,
     "question_answering": AutoModelForQuestionAnswering,
     "pretraining": AutoModelForPreTraining,
+    "discriminator": AutoModelForPreTraining,
 }
 
 

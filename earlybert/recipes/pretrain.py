@@ -24,7 +24,7 @@ class ModelConfig:
     init_from: str = ""
     """Model folder to start from (plain HF or slim); empty: a new model with the sizes below."""
     family: str = "bert"
-    """bert or roberta (for a new model)."""
+    """Family of a new model: bert, roberta, xlm-roberta, electra, distilbert, deberta-v2 or modernbert."""
     hidden_size: int = 768
     """Hidden width."""
     num_layers: int = 12
@@ -111,22 +111,29 @@ def build_model(cfg: PretrainConfig, tokenizer):
     else:
         m = cfg.model
         adapter = adapter_for_type(m.family)
-        config_cls = adapter.hf_classes["masked_lm"].config_class
-        config = config_cls(vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-                            num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
-                            max_position_embeddings=m.max_position_embeddings, hidden_dropout_prob=m.hidden_dropout,
-                            attention_probs_dropout_prob=m.attention_dropout, pad_token_id=tokenizer.pad_token_id)
+        config = adapter.new_config(m.vocab_size, m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size,
+                                    m.max_position_embeddings, m.hidden_dropout, m.attention_dropout,
+                                    **special_token_ids(tokenizer))
         torch.manual_seed(cfg.seed)
         model = adapter.hf_classes[task](config)
     if len(tokenizer) > model.config.vocab_size:
         raise EarlyBertError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
                              f"{model.config.vocab_size}: use a matching tokenizer or raise model.vocab_size")
-    limit = model.config.max_position_embeddings - (2 if model.config.model_type.endswith("roberta") else 0)
+    limit = model.config.max_position_embeddings - adapter_for_type(model.config.model_type).position_offset
     longest = max(p.seq_len for p in cfg.resolved_phases())
     if longest > limit:
         raise EarlyBertError(f"sequence length {longest} exceeds the model's {limit} position embeddings: "
                              "lower data.seq_len (or the phases' seq_len) or raise model.max_position_embeddings")
     return model
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """The tokenizer's special-token ids under the config names every family reads."""
+    ids = {"pad_token_id": tokenizer.pad_token_id}
+    for name in ("cls", "sep", "bos", "eos"):
+        value = getattr(tokenizer, f"{name}_token_id", None)
+        ids[f"{name}_token_id"] = value if value is not None else tokenizer.pad_token_id
+    return ids
 
 
 def get_tokenizer(cfg: PretrainConfig, run_dir: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from earlybert.models.adapters import get_adapter
 from earlybert.models.flops import ModelShape, count_parameters, forward_flops_per_token, training_flops_per_token
 
 
@@ -19,7 +20,7 @@ def model_info_lines(model: nn.Module, seq_len: int = 128) -> list[str]:
     """Lines describing a model: class, per-layer heads and FFN widths, params and FLOPs per token."""
     shape = ModelShape.of(model)
     full_heads = model.config.num_attention_heads
-    full_ffn = model.config.intermediate_size
+    full_ffn = getattr(model.config, get_adapter(model).layout.ffn_width)
     lines = [
         f"{type(model).__name__} ({model.config.model_type}): {len(shape.layer_heads)} layers, "
         f"hidden {shape.hidden}, head size {shape.head_size}, vocab {shape.vocab}",

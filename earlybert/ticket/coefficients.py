@@ -1,51 +1,54 @@
 """Slimming coefficients: a learnable scale per attention head and per FFN neuron, plus their L1 penalty.
 
-Coefficients are parameters registered on the attention and intermediate modules and applied by
-forward hooks on their outputs, so the model keeps its own (SDPA) attention path and the
-coefficients travel with `parameters()`, optimizers, DeepSpeed and `state_dict()`.
+A head's coefficient scales its context, an FFN neuron's its activation. Both are the inputs of the
+next linear (the attention output projection; the second FFN linear), so the coefficients are
+applied to that linear's weight columns instead: `x @ (W * c)^T == (x * c) @ W^T`, with the same
+gradients, at a cost of one weight-sized product rather than an activation-sized one per step. The
+coefficients are parameters of those linears, so they travel with `parameters()`, optimizers,
+DeepSpeed (ZeRO-3 gathers them with the weight) and `state_dict()`; the model keeps its own (SDPA)
+attention path.
 """
 
 from __future__ import annotations
 
+import types
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from earlybert.models.adapters import get_adapter, head_size
 
 HEAD_COEF = "earlybert_head_coef"
 FFN_COEF = "earlybert_ffn_coef"
-_HOOK_ATTR = "_earlybert_hook"
 
 
-def _scale_heads(module: nn.Module, args, output):
-    # output[0]: [batch, seq, heads * head_size], head-major, as the output projection reads it.
-    coef = getattr(module, HEAD_COEF)
-    context = output[0] * coef.repeat_interleave(output[0].shape[-1] // coef.numel()).to(output[0].dtype)
-    return (context, *output[1:])
+def _column_scaled_forward(self: nn.Linear, input: torch.Tensor) -> torch.Tensor:
+    # Column i of the weight reads input feature i; a head's coefficient covers its head_size columns.
+    coef = getattr(self, HEAD_COEF) if hasattr(self, HEAD_COEF) else getattr(self, FFN_COEF)
+    scale = coef if coef.numel() == self.in_features else coef.repeat_interleave(self.in_features // coef.numel())
+    return F.linear(input, self.weight * scale.to(self.weight.dtype), self.bias)
 
 
-def _scale_ffn(module: nn.Module, args, output):
-    coef = getattr(module, FFN_COEF)
-    return output * coef.to(output.dtype)
+def _attach(linear: nn.Linear, name: str, units: int, init: float) -> None:
+    w = linear.weight
+    linear.register_parameter(name, nn.Parameter(torch.full((units,), init, dtype=torch.float32, device=w.device)))
+    # An instance attribute shadows nn.Linear.forward; a deepcopy rebinds it to the copy.
+    linear.forward = types.MethodType(_column_scaled_forward, linear)
 
 
 def attach_coefficients(model: nn.Module, init: float = 1.0) -> None:
     """Add a head and an FFN coefficient vector to every layer (init 1.0 leaves outputs unchanged).
 
     Coefficients are fp32 whatever the model's dtype: near 1.0, bf16 values are 0.004 apart, so small
-    updates would be lost and masks decided by ties. The hooks cast them to the activations' dtype.
+    updates would be lost and masks decided by ties. They are cast to the weight's dtype when applied.
     """
     if has_coefficients(model):
         raise ValueError("coefficients are already attached: detach them first")
     d = head_size(model)
     for parts in get_adapter(model).layer_parts(model):
-        w = parts.query.weight
-        heads = nn.Parameter(torch.full((parts.query.out_features // d,), init, dtype=torch.float32, device=w.device))
-        ffn = nn.Parameter(torch.full((parts.ffn_in.out_features,), init, dtype=torch.float32, device=w.device))
-        parts.attention.register_parameter(HEAD_COEF, heads)
-        parts.intermediate.register_parameter(FFN_COEF, ffn)
-        setattr(parts.attention, _HOOK_ATTR, parts.attention.register_forward_hook(_scale_heads))
-        setattr(parts.intermediate, _HOOK_ATTR, parts.intermediate.register_forward_hook(_scale_ffn))
+        _attach(parts.attention_output, HEAD_COEF, parts.attention_output.in_features // d, init)
+        _attach(parts.ffn_out, FFN_COEF, parts.ffn_out.in_features, init)
 
 
 def has_coefficients(model: nn.Module) -> bool:
@@ -55,12 +58,12 @@ def has_coefficients(model: nn.Module) -> bool:
 
 def head_coefficients(model: nn.Module) -> list[nn.Parameter]:
     """The per-layer head coefficient vectors."""
-    return [getattr(p.attention, HEAD_COEF) for p in get_adapter(model).layer_parts(model)]
+    return [getattr(p.attention_output, HEAD_COEF) for p in get_adapter(model).layer_parts(model)]
 
 
 def ffn_coefficients(model: nn.Module) -> list[nn.Parameter]:
     """The per-layer FFN coefficient vectors."""
-    return [getattr(p.intermediate, FFN_COEF) for p in get_adapter(model).layer_parts(model)]
+    return [getattr(p.ffn_out, FFN_COEF) for p in get_adapter(model).layer_parts(model)]
 
 
 def is_coefficient_name(name: str) -> bool:
@@ -75,15 +78,9 @@ def detach_coefficients(model: nn.Module) -> dict[str, list[torch.Tensor]]:
         "ffn": [c.detach().clone() for c in ffn_coefficients(model)],
     }
     for parts in get_adapter(model).layer_parts(model):
-        for module, name in ((parts.attention, HEAD_COEF), (parts.intermediate, FFN_COEF)):
-            # Remove our hooks from this module's own table: a stored handle would point at the
-            # original's table after a deepcopy.
-            for key, hook in list(module._forward_hooks.items()):
-                if hook in (_scale_heads, _scale_ffn):
-                    del module._forward_hooks[key]
-            if hasattr(module, _HOOK_ATTR):
-                delattr(module, _HOOK_ATTR)
-            delattr(module, name)
+        for linear, name in ((parts.attention_output, HEAD_COEF), (parts.ffn_out, FFN_COEF)):
+            del linear.forward  # back to nn.Linear.forward
+            delattr(linear, name)
     return values
 
 

@@ -22,6 +22,11 @@ def _kept(row: list[int]) -> torch.Tensor:
     return torch.tensor([i for i, v in enumerate(row) if v], dtype=torch.long)
 
 
+def _rows(kept: torch.Tensor, groups: int, size: int) -> torch.Tensor:
+    """Kept output rows of a linear whose rows are `groups` blocks of `size` (fused q/k/v, GLU input/gate)."""
+    return torch.cat([g * size + kept for g in range(groups)])
+
+
 def prune_plan(model: nn.Module, ticket: Ticket) -> PrunePlan:
     """For every parameter the ticket shrinks: the dimension it is sliced along and the indices kept."""
     heads, widths = layer_sizes(model)
@@ -29,18 +34,25 @@ def prune_plan(model: nn.Module, ticket: Ticket) -> PrunePlan:
     names = _module_names(model)
     d = head_size(model)
     plan: PrunePlan = {}
-    for parts, head_row, ffn_row in zip(get_adapter(model).layer_parts(model), ticket.heads, ticket.ffn):
+
+    def slice_linear(linear: nn.Linear, dim: int, idx: torch.Tensor) -> None:
+        plan[names[id(linear)] + ".weight"] = (dim, idx)
+        if dim == 0 and linear.bias is not None:
+            plan[names[id(linear)] + ".bias"] = (0, idx)
+
+    layers = get_adapter(model).layer_parts(model)
+    for parts, n_heads, width, head_row, ffn_row in zip(layers, heads, widths, ticket.heads, ticket.ffn):
         head_idx = _kept(head_row)
-        # Head h owns the contiguous slice [h*d, (h+1)*d) of q/k/v outputs and output-projection inputs.
+        # Head h owns the contiguous slice [h*d, (h+1)*d) of each group of a q/k/v output and of the
+        # output projection's input.
         unit_idx = (head_idx[:, None] * d + torch.arange(d)[None, :]).flatten()
+        for linear, groups in parts.head_linears:
+            slice_linear(linear, 0, _rows(unit_idx, groups, n_heads * d))
+        slice_linear(parts.attention_output, 1, unit_idx)
         ffn_idx = _kept(ffn_row)
-        for linear in (parts.query, parts.key, parts.value):
-            plan[names[id(linear)] + ".weight"] = (0, unit_idx)
-            plan[names[id(linear)] + ".bias"] = (0, unit_idx)
-        plan[names[id(parts.attention_output)] + ".weight"] = (1, unit_idx)
-        plan[names[id(parts.ffn_in)] + ".weight"] = (0, ffn_idx)
-        plan[names[id(parts.ffn_in)] + ".bias"] = (0, ffn_idx)
-        plan[names[id(parts.ffn_out)] + ".weight"] = (1, ffn_idx)
+        linear, groups = parts.ffn_in
+        slice_linear(linear, 0, _rows(ffn_idx, groups, width))
+        slice_linear(parts.ffn_out, 1, ffn_idx)
     return plan
 
 

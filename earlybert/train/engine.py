@@ -245,9 +245,12 @@ def consolidated_copy(model: nn.Module) -> nn.Module:
         if has_coefficients(model):
             attach_coefficients(copy)
     copy = copy.to_empty(device="cpu")
-    copy.load_state_dict(state, strict=False)  # tied names appear once in named_parameters()
-    copy.tie_weights()  # the MLM decoder shares the word embeddings again
-    unfilled = [n for n, _ in copy.named_parameters() if n not in state]
+    # Tie first (the MLM decoder shares the word embeddings again), then load: tied names appear once in
+    # named_parameters(), and XLM-R ties in the other direction, which would copy an unfilled tensor over.
+    copy.tie_weights()
+    copy.load_state_dict(state, strict=False)
+    filled = {id(copy.get_parameter(name)) for name in state}
+    unfilled = [n for n, p in copy.named_parameters() if id(p) not in filled]
     if unfilled:  # a parameter neither loaded nor tied to a loaded one would hold uninitialised memory
         raise RuntimeError(f"consolidating {type(model).__name__} left {unfilled[:3]} unfilled")
     for name, buffer in model.named_buffers():  # non-persistent buffers (position ids) are not in a state dict

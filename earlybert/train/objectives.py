@@ -41,6 +41,13 @@ class Objective(nn.Module):
         """Loss terms in a micro-batch (masked tokens for MLM)."""
         return int((batch["labels"] != -100).sum())
 
+    def model_inputs(self, input_ids, attention_mask, token_type_ids) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs; token types only for families that take them (not DistilBERT, ModernBERT)."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and get_adapter(self.model).token_types:
+            inputs["token_type_ids"] = token_type_ids
+        return inputs
+
     def penalty(self, like: torch.Tensor) -> torch.Tensor:
         """The L1 term while coefficients are attached, else 0."""
         if has_coefficients(self.model) and (self.lambda_heads or self.lambda_ffn):
@@ -56,12 +63,9 @@ class MaskedLMObjective(Objective):
     """
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
-        adapter = get_adapter(self.model)
-        hidden = self.model.base_model(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+        hidden = self.model.base_model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).last_hidden_state
         selected = labels != -100
-        logits = self.model.get_submodule(adapter.mlm_head)(hidden[selected])
+        logits = get_adapter(self.model).mlm_logits(self.model, hidden[selected])
         targets = labels[selected]
         summed = F.cross_entropy(logits.float(), targets, reduction="sum")
         denominator = targets.numel() if loss_denominator is None else loss_denominator
@@ -77,10 +81,9 @@ class PretrainingObjective(MaskedLMObjective):
 
     def forward(self, input_ids, attention_mask, labels, next_sentence_label, token_type_ids=None,
                 loss_denominator=None):
-        adapter = get_adapter(self.model)
-        out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        out = self.model.base_model(**self.model_inputs(input_ids, attention_mask, token_type_ids))
         selected = labels != -100
-        logits = self.model.get_submodule(adapter.mlm_head)(out.last_hidden_state[selected])
+        logits = get_adapter(self.model).mlm_logits(self.model, out.last_hidden_state[selected])
         targets = labels[selected]
         summed = F.cross_entropy(logits.float(), targets, reduction="sum")
         nsp = F.cross_entropy(self.model.cls.seq_relationship(out.pooler_output).float(), next_sentence_label)
@@ -100,7 +103,7 @@ class ClassificationObjective(Objective):
         return int(batch["labels"].numel())
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        logits = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).logits
         if logits.shape[-1] == 1:
             summed = F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction="sum")
             correct = torch.zeros((), device=logits.device)
@@ -122,7 +125,7 @@ class QuestionAnsweringObjective(Objective):
 
     def forward(self, input_ids, attention_mask, start_positions, end_positions, token_type_ids=None,
                 loss_denominator=None):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        out = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids))
         summed = (F.cross_entropy(out.start_logits.float(), start_positions, reduction="sum")
                   + F.cross_entropy(out.end_logits.float(), end_positions, reduction="sum")) / 2
         with torch.no_grad():

@@ -1,0 +1,68 @@
+"""Every family end to end: tiny pretraining from its config, `draw`, `shrink`, `info`, fine-tuning in two modes."""
+
+import json
+
+import pytest
+from transformers import AutoModelForMaskedLM
+
+from earlybert.cli import main
+from earlybert.recipes.finetune import main as finetune_main
+from tests.conftest import REPO
+from tests.task_fixtures import make_glue_task, make_tiny_model
+
+NEW_FAMILIES = ["electra", "xlm-roberta", "distilbert", "deberta-v2", "modernbert"]
+SLIM_MLM = {"electra": "SlimElectraForMaskedLM", "xlm-roberta": "SlimXLMRobertaForMaskedLM",
+            "distilbert": "SlimDistilBertForMaskedLM", "deberta-v2": "SlimDebertaV2ForMaskedLM",
+            "modernbert": "SlimModernBertForMaskedLM"}
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_tiny_pretraining_fires_shrinks_and_trains_on(family, pydoc_corpus, tmp_path, capsys):
+    from earlybert.config import config_from_cli
+    from earlybert.recipes.pretrain import PretrainConfig, run
+
+    run_dir = tmp_path / "run"
+    cfg = config_from_cli(PretrainConfig, ["--config", str(REPO / f"configs/pretrain/tiny-{family}.yaml"),
+                                           f"output_dir={run_dir}", f"data.train_files=[{pydoc_corpus}]",
+                                           f"data.cache_dir={tmp_path / 'cache'}", "checkpoint.every=100",
+                                           "log.progress_bar=false"], "earlybert pretrain")
+    summary = run(cfg)
+    assert summary["fired"] is True and summary["stage"] == "slim"
+    assert summary["ticket_step"] < 40 and summary["steps"] == 60  # slim steps after the draw
+    assert sum(summary["slim"]["layer_heads"]) == 6 and summary["full"]["layer_heads"] == [4, 4]
+    model = AutoModelForMaskedLM.from_pretrained(run_dir / "model")
+    assert type(model).__name__ == SLIM_MLM[family] and model.config.layer_num_heads == [3, 3]
+
+    capsys.readouterr()
+    assert main(["info", str(run_dir / "model")]) == 0
+    assert "heads kept 6/8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_glue_fine_tuning_in_two_modes(family, tmp_path, capsys):
+    model = make_tiny_model(tmp_path / "model", family)
+    data_dir = make_glue_task("sst2", tmp_path / "sst2")
+    for mode in ("full", "earlybert"):
+        out = tmp_path / mode
+        code = finetune_main(["glue", "--config", str(REPO / "configs/finetune/glue.yaml"), "task=sst2",
+                              f"model={model}", f"data_dir={data_dir}", f"mode={mode}", f"output_dir={out}",
+                              "epochs=2", "train.micro_batch_size=8", "search.check_every=1",
+                              "search.max_search_steps=2", "search.window=2", "log.progress_bar=false"])
+        assert code == 0, capsys.readouterr().err[-3000:]
+        assert set(json.loads((out / "eval_results.json").read_text())) == {"accuracy"}
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["mode"] == mode
+        if mode == "earlybert":
+            assert summary["stage"] == "slim" and sum(summary["slim"]["layer_heads"]) < 8
+            config = json.loads((out / "model" / "config.json").read_text())
+            assert config["model_type"] == f"slim_{family}" and len(config["layer_num_heads"]) == 2
+
+    # `draw` another ticket from the search's saved coefficients, `shrink` the model with it, `info` the result.
+    capsys.readouterr()
+    assert main(["draw", str(tmp_path / "earlybert"), "--heads-ratio", "0.5", "--ffn-ratio", "0.5",
+                 "--output", str(tmp_path / "half.json")]) == 0
+    assert json.loads((tmp_path / "half.json").read_text())["model_type"] == family
+    assert main(["shrink", "--model", str(model), "--ticket", str(tmp_path / "half.json"),
+                 "--output", str(tmp_path / "half")]) == 0
+    assert main(["info", str(tmp_path / "half")]) == 0
+    assert "heads kept 4/8, ffn kept 48/96" in capsys.readouterr().out
