@@ -44,6 +44,7 @@ def env(tmp_path_factory, pydoc_corpus):
                          "allpruned": {"heads": [[0, 0, 0, 0], [1, 1, 1, 1]]}}.items():
         (root / f"{name}.json").write_text(json.dumps({**good.to_dict(), **change}))
     (root / "notjson.json").write_text("{")
+    (root / "modernbert.json").write_text(json.dumps({**good.to_dict(), "model_type": "modernbert"}))
     corrupt = root / "corrupt"
     tiny_model("bert").save_pretrained(corrupt)
     (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
@@ -177,7 +178,13 @@ CASES = {
     "ticket not JSON": (shrink(ticket="{root}/notjson.json"), "is not valid JSON"),
     "missing ticket": (shrink(ticket="{root}/none.json"), "ticket file {root}/none.json does not exist"),
     "corrupted safetensors": (shrink(model="{root}/corrupt"), "cannot be loaded"),
-    "unsupported model type": (shrink(model="{root}/gpt"), "model type 'gpt2' is not supported: use one of bert"),
+    "unsupported model type": (shrink(model="{root}/gpt"), "model type 'gpt2' is not supported: use one of bert, "
+                               "deberta-v2, distilbert, electra, modernbert, roberta, xlm-roberta"),
+    "ticket of another family": (shrink(ticket="{root}/modernbert.json"),
+                                 "ticket is for model type 'modernbert', the model is 'bert': draw the ticket from "
+                                 "this model (families: bert, deberta-v2, distilbert"),
+    "unsupported pretraining family": (pre("model.family=gpt2"), "model.family='gpt2' is not supported: use one of "
+                                       "bert, deberta-v2, distilbert, electra, modernbert, roberta, xlm-roberta"),
     "not a model folder": (["info", "{root}/norun"], "is not a model folder (no config.json)"),
     "output folder not empty": (shrink(output="{full}"), "exists and is not empty: choose a new folder or pass"),
     "unknown task": (ft(task="sst5"), "unknown task 'sst5': use one of cola, sst2"),

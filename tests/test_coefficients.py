@@ -115,3 +115,39 @@ def test_detach_on_a_deep_copy_leaves_the_original_searching():
     detach_coefficients(plain)
     assert torch.equal(outputs_of(model, inputs), scaled)  # the original keeps its hooks
     assert torch.equal(outputs_of(plain, inputs), outputs_of(tiny_model("bert"), inputs))
+
+
+def activation_side_reference(model, heads, ffn):
+    """The coefficients as the paper applies them: forward pre-hooks scaling the context of each head and
+    each FFN activation (the inputs of the output projection and of the second FFN linear)."""
+    from earlybert.models.adapters import get_adapter, head_size
+
+    d = head_size(model)
+    handles = []
+    for parts, h, f in zip(get_adapter(model).layer_parts(model), heads, ffn):
+        for linear, coef in ((parts.attention_output, h.repeat_interleave(d)), (parts.ffn_out, f)):
+            handles.append(linear.register_forward_pre_hook(lambda m, args, c=coef: (args[0] * c,)))
+    return handles
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_weight_side_coefficients_equal_activation_side_ones(family):
+    """Outputs and coefficient gradients of the column-scaled weights match scaling the activations (1e-6)."""
+    model = tiny_model(family, "masked_lm")
+    inputs = random_inputs(model)
+    gen = torch.Generator().manual_seed(3)
+    heads = [(0.5 + torch.rand(4, generator=gen)).requires_grad_() for _ in range(2)]
+    ffn = [(0.5 + torch.rand(48, generator=gen)).requires_grad_() for _ in range(2)]
+    handles = activation_side_reference(model, heads, ffn)
+    reference = model(**inputs).logits
+    reference.square().mean().backward()
+    for handle in handles:
+        handle.remove()
+    attach_coefficients(model)
+    set_coefficients(model, [h.detach() for h in heads], [f.detach() for f in ffn])
+    got = model(**inputs).logits
+    got.square().mean().backward()
+    assert (got - reference).abs().max().item() <= 1e-6
+    for param, ref in zip(head_coefficients(model) + ffn_coefficients(model), heads + ffn):
+        torch.testing.assert_close(param.grad, ref.grad, atol=1e-6, rtol=1e-5)
+    assert all(p.grad.abs().sum() > 0 for p in head_coefficients(model))

@@ -8,7 +8,7 @@ from transformers import AutoModelForMaskedLM
 from earlybert.cli import main
 from earlybert.recipes.finetune import main as finetune_main
 from tests.conftest import REPO
-from tests.task_fixtures import make_glue_task, make_tiny_model
+from tests.task_fixtures import make_glue_task, make_squad, make_tiny_model
 
 NEW_FAMILIES = ["electra", "xlm-roberta", "distilbert", "deberta-v2", "modernbert"]
 SLIM_MLM = {"electra": "SlimElectraForMaskedLM", "xlm-roberta": "SlimXLMRobertaForMaskedLM",
@@ -38,7 +38,7 @@ def test_tiny_pretraining_fires_shrinks_and_trains_on(family, pydoc_corpus, tmp_
     assert "heads kept 6/8" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("family", NEW_FAMILIES)
+@pytest.mark.parametrize("family", ["roberta", *NEW_FAMILIES])
 def test_glue_fine_tuning_in_two_modes(family, tmp_path, capsys):
     model = make_tiny_model(tmp_path / "model", family)
     data_dir = make_glue_task("sst2", tmp_path / "sst2")
@@ -66,3 +66,18 @@ def test_glue_fine_tuning_in_two_modes(family, tmp_path, capsys):
                  "--output", str(tmp_path / "half")]) == 0
     assert main(["info", str(tmp_path / "half")]) == 0
     assert "heads kept 4/8, ffn kept 48/96" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", ["roberta", *NEW_FAMILIES])
+def test_squad_fine_tuning_with_a_search(family, tmp_path, capsys):
+    model = make_tiny_model(tmp_path / "model", family)
+    data_dir = make_squad(tmp_path / "squad")
+    out = tmp_path / "out"
+    code = finetune_main(["squad", "--config", str(REPO / "configs/finetune/squad.yaml"), "task=squad",
+                          f"model={model}", f"data_dir={data_dir}", "mode=earlybert", f"output_dir={out}",
+                          "epochs=2", "train.micro_batch_size=8", "search.check_every=1", "search.max_search_steps=2",
+                          "search.window=2", "max_seq_len=48", "doc_stride=16", "log.progress_bar=false"])
+    assert code == 0, capsys.readouterr().err[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stage"] == "slim" and 0.0 <= summary["eval"]["exact_match"] <= summary["eval"]["f1"] <= 100.0
+    assert len(json.loads((out / "predictions.json").read_text())) > 0

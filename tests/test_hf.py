@@ -93,6 +93,29 @@ def test_trainer_searches_draws_shrinks_and_saves_a_loadable_slim_model(bbc, tmp
         assert torch.allclose(reloaded(**batch).logits, trainer.model(**batch).logits, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["xlm-roberta", "electra", "distilbert", "deberta-v2", "modernbert"])
+def test_trainer_slims_every_family(family, bbc, tmp_path):
+    from earlybert.models.adapters import adapter_for_type
+    from tests.conftest import tiny_model
+
+    train, dev, tokenizer = bbc
+    model = tiny_model(family, "sequence_classification", vocab_size=30522, num_labels=5,
+                       max_positions=128 + adapter_for_type(family).position_offset)
+    search = SearchConfig(check_every=1, window=2, threshold=1.0, max_search_steps=0.25, heads_ratio=0.5,
+                          ffn_ratio=0.5)
+    trainer = EarlyBertTrainer(model=model.train(), args=arguments(tmp_path, num_train_epochs=1),
+                               train_dataset=train, eval_dataset=dev, processing_class=tokenizer, search=search)
+    trainer.train()
+    assert [sum(layer) for layer in json.loads((tmp_path / "ticket.json").read_text())["heads"]] == [2, 2]
+    assert type(trainer.model).__name__ == "Slim" + type(model).__name__
+    trainer.save_model(str(tmp_path / "saved"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
+    batch = {k: dev.features[k][:8] for k in ("input_ids", "attention_mask")}
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**batch).logits, trainer.model(**batch).logits, atol=1e-6)
+
+
 class FirstGradients(TrainerCallback):
     """The coefficient gradients just before the first optimizer step."""
 

@@ -130,12 +130,29 @@ def test_two_ranks_and_one_rank_draw_the_same_ticket(pydoc_corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     result = torchrun("pretrain/run_pretrain.py", *two)
     assert result.returncode == 0, result.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    from earlybert.ticket.draw import coefficient_files, draw_from_run
+
     t1, t2 = Ticket.load(tmp_path / "one" / "ticket.json"), Ticket.load(tmp_path / "two" / "ticket.json")
-    assert t1.metadata["step"] == t2.metadata["step"]
-    assert (t1.heads, t1.ffn) == (t2.heads, t2.ffn)
-    l1 = [r["loss"] for r in metrics(tmp_path / "one")]
-    l2 = [r["loss"] for r in metrics(tmp_path / "two")]
-    assert l1 == pytest.approx(l2, rel=1e-4)
+    # The coefficients agree at every check (summation order differs between 4+4 and 8 rows: float noise) ...
+    drawn = min(t1.metadata["step"], t2.metadata["step"])
+    files1, files2 = coefficient_files(tmp_path / "one"), coefficient_files(tmp_path / "two")
+    for step in (s for s in files1 if s <= drawn):
+        a, b = load_file(str(files1[step])), load_file(str(files2[step]))
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0, msg=f"{name} at step {step}")
+    # ... so do the masks drawn from them; the detector, comparing distances against its threshold, may cross
+    # it one check apart on that noise (it did once, at 29 and 30 of 40).
+    assert abs(t1.metadata["step"] - t2.metadata["step"]) <= 1
+    d1 = draw_from_run(tmp_path / "one", 0.25, 0.4, tmp_path / "d1.json", step=drawn)
+    d2 = draw_from_run(tmp_path / "two", 0.25, 0.4, tmp_path / "d2.json", step=drawn)
+    assert (d1.heads, d1.ffn) == (d2.heads, d2.ffn)
+    if t1.metadata["step"] == t2.metadata["step"]:
+        assert (t1.heads, t1.ffn) == (t2.heads, t2.ffn)
+    l1 = [r["loss"] for r in metrics(tmp_path / "one") if r.get("step", 0) <= drawn]
+    l2 = [r["loss"] for r in metrics(tmp_path / "two") if r.get("step", 0) <= drawn]
+    assert l1 and l1 == pytest.approx(l2, rel=1e-4)
 
 
 def test_phases_switch_sequence_length_and_batch(pydoc_corpus, tmp_path):

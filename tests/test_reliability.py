@@ -138,14 +138,16 @@ def test_nan_in_one_ranks_gradient_under_bf16_zero2_stops_every_rank_before_the_
 
 
 def test_a_checkpoint_write_failing_on_rank_1_only_ends_both_ranks_with_the_cause(tmp_path, pydoc_corpus):
-    # Rank 1's ZeRO shard of the step-10 checkpoint fails to write while rank 0 waits in DeepSpeed's barrier.
+    # Rank 1's ZeRO shard of the second checkpoint (step 10, or the shrink's if the ticket is drawn before)
+    # fails to write while rank 0 waits in DeepSpeed's barrier.
     started = time.monotonic()
     result = torchrun("tests/faulty_rank.py", *two_rank_args(tmp_path, pydoc_corpus), env={"FAULT": "checkpoint:2"},
                       timeout=300)
     elapsed = time.monotonic() - started
     assert result.returncode != 0
-    cause = "could not write the checkpoint of step 10"
+    cause = "could not write the checkpoint of step "
     lines = [line for line in result.stderr.splitlines() if cause in line]
+    assert {int(line.split(cause)[1].split()[0]) for line in lines} <= set(range(6, 11)), lines
     assert any(line.endswith("(rank 1)") for line in lines), result.stderr[-3000:]  # rank 0, told by rank 1
     assert all("No space left on device" in line and "step_00000005 is intact" in line for line in lines)
     assert elapsed < 120, elapsed  # a hang would wait for gloo's 30-minute timeout

@@ -43,6 +43,11 @@ class ModelConfig:
     """Dropout on attention probabilities."""
 
     def __post_init__(self):
+        from earlybert.models.adapters import supported_families
+
+        if not self.init_from and self.family not in supported_families():
+            raise EarlyBertError(f"model.family={self.family!r} is not supported: use one of "
+                                 f"{', '.join(supported_families())}")
         if not self.init_from and (self.num_heads < 1 or self.hidden_size % self.num_heads):
             raise EarlyBertError(f"model.hidden_size={self.hidden_size} is not a multiple of model.num_heads="
                                  f"{self.num_heads}: choose sizes where heads divide the width (e.g. 768 and 12)")

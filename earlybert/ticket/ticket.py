@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from earlybert.errors import EarlyBertError
+from earlybert.models.adapters import supported_families
 
 FORMAT = "earlybert-ticket/1"
 
@@ -155,7 +156,8 @@ class Ticket:
         """Raise unless the ticket fits a model with these per-layer head counts and FFN widths."""
         base = model_type.removeprefix("slim_")
         if self.model_type.removeprefix("slim_") != base:
-            raise EarlyBertError(f"ticket is for model type {self.model_type!r}, the model is {model_type!r}")
+            raise EarlyBertError(f"ticket is for model type {self.model_type!r}, the model is {model_type!r}: draw the "
+                                 f"ticket from this model (families: {', '.join(supported_families())})")
         got_h = [len(r) for r in self.heads]
         got_f = [len(r) for r in self.ffn]
         if got_h != list(layer_heads) or got_f != list(layer_ffn):
