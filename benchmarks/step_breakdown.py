@@ -1,10 +1,14 @@
 """Where a training step's time goes, full vs slim: forward+backward and the AdamW update timed apart.
 
-    python -m benchmarks.step_breakdown   (4 BERT-base layers, vocab 30522, batch 8 x 128)
+Full and slim take turns every round (2 warm-up rounds dropped), so drift hits both alike; each phase
+is reported as median (min-max) seconds, with the ratios against the FLOP ratio.
+
+    python -m benchmarks.step_breakdown [--layers 4 --rounds 7 --out benchmarks/results/step_breakdown.json]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -12,37 +16,64 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
-from benchmarks.common import print_table
+from benchmarks.common import print_table, write_json
 from benchmarks.step_speed import make_batch
+from earlybert.models.flops import ModelShape, training_flops_per_token
 from earlybert.ticket.masks import MaskSpec, random_ticket
 from earlybert.ticket.shrink import shrink_model
+from earlybert.train.engine import adamw
 from earlybert.train.objectives import MaskedLMObjective
+from earlybert.train.trainer_config import TrainConfig
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--out", default="benchmarks/results/step_breakdown.json")
+    args = p.parse_args()
     torch.manual_seed(0)
-    config = BertConfig(num_hidden_layers=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = BertConfig(num_hidden_layers=args.layers, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     full = BertForMaskedLM(config)
     slim = shrink_model(full, random_ticket(full, MaskSpec(1 / 3, 0.4), seed=0))
     batch = make_batch(config.vocab_size, 8, 128)
-    rows = []
-    for name, model in (("full", full), ("slim", slim)):
-        objective = MaskedLMObjective(model)
-        opt = torch.optim.AdamW(objective.parameters(), lr=1e-5)
-        compute, update = [], []
-        for i in range(6):
-            opt.zero_grad(set_to_none=True)
+    objectives = {"full": MaskedLMObjective(full), "slim": MaskedLMObjective(slim)}
+    optimizers = {k: adamw([{"params": list(o.parameters()), "weight_decay": 0.0}], TrainConfig(lr=1e-5))
+                  for k, o in objectives.items()}
+    times = {k: {"compute": [], "update": []} for k in objectives}
+    for round_ in range(args.rounds + 2):
+        for name, objective in objectives.items():
+            optimizers[name].zero_grad(set_to_none=True)
             t0 = time.perf_counter()
             objective(**batch)[0].backward()
             t1 = time.perf_counter()
-            opt.step()
-            if i >= 2:  # warm-up
-                compute.append(t1 - t0)
-                update.append(time.perf_counter() - t1)
+            optimizers[name].step()
+            if round_ >= 2:
+                times[name]["compute"].append(t1 - t0)
+                times[name]["update"].append(time.perf_counter() - t1)
+    flop_ratio = (training_flops_per_token(ModelShape.of(slim), 128, 0.15)
+                  / training_flops_per_token(ModelShape.of(full), 128, 0.15))
+    results = {"layers": args.layers, "batch": 8, "seq": 128, "rounds": args.rounds, "flop_ratio": flop_ratio,
+               "optimizer": f"torch AdamW (fused={bool(optimizers['full'].defaults.get('fused'))})"}
+    rows = []
+    for name, model in (("full", full), ("slim", slim)):
         embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
-        rows.append([name, f"{statistics.median(compute):.3f}", f"{statistics.median(update):.3f}",
-                     f"{sum(p.numel() for p in model.parameters()):,}", f"{embedding:,}"])
+        results[name] = {phase: spread(v) for phase, v in times[name].items()}
+        results[name].update(params=sum(p.numel() for p in model.parameters()), embedding_params=embedding)
+        c, u = results[name]["compute"], results[name]["update"]
+        rows.append([name, f"{c['median']:.3f} ({c['min']:.3f}-{c['max']:.3f})",
+                     f"{u['median']:.3f} ({u['min']:.3f}-{u['max']:.3f})", f"{results[name]['params']:,}",
+                     f"{embedding:,}"])
+    for phase in ("compute", "update"):
+        results[f"{phase}_ratio"] = results["slim"][phase]["median"] / results["full"][phase]["median"]
     print_table(["model", "fwd+bwd s", "AdamW s", "params", "embedding params"], rows)
+    print(f"slim/full: fwd+bwd {results['compute_ratio']:.3f}, AdamW {results['update_ratio']:.3f}, "
+          f"FLOP ratio {flop_ratio:.3f}")
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ def test_the_plain_pytorch_loop_runs_as_written():
     ticket, slim = scope["ticket"], scope["slim"]
     assert ticket.metadata["step"] <= 10  # max_search_steps=0.5 of the 20 steps
     heads, ffn = layer_sizes(slim)
-    assert heads == [3, 3] and sum(ffn) == 128 - 51  # 1 of 4 heads per layer, 40% of 128 neurons (51)
+    # 1 of 4 heads per layer; 40% of 128 neurons (51) pruned, widths rounded to multiples of 8
+    assert heads == [3, 3] and all(w % 8 == 0 for w in ffn) and abs(sum(ffn) - (128 - 51)) <= 8
     with torch.no_grad():
         assert slim(**batches[0]).logits.shape == (4, 16, 100)

@@ -51,14 +51,17 @@ class Adapter:
 
     @property
     def layout(self) -> Layout:
+        """Where this family's slimmable linears live."""
         return modeling.FAMILIES[self.prefix][1]
 
     @property
     def slim_config(self) -> type:
+        """The slim config class (the family's config plus per-layer sizes)."""
         return modeling.FAMILIES[self.prefix][0]
 
     @property
     def model_types(self) -> tuple[str, str]:
+        """The HF and the slim `model_type`."""
         return self.family, self.slim_config.model_type
 
     def _classes(self, namespace) -> dict[str, type]:
@@ -68,10 +71,12 @@ class Adapter:
 
     @cached_property
     def hf_classes(self) -> dict[str, type]:
+        """Task name -> the transformers class."""
         return self._classes(transformers)
 
     @cached_property
     def slim_classes(self) -> dict[str, type]:
+        """Task name -> the slim class in modeling.py."""
         return {task: getattr(modeling, "Slim" + cls.__name__) for task, cls in self.hf_classes.items()}
 
     def layer_parts(self, model: nn.Module) -> list[LayerParts]:

@@ -115,8 +115,9 @@ class MaskSpec:
     """Rank FFN neurons across all layers (`global`) or within each layer (`layer`)."""
     min_heads_per_layer: int = 1
     """Never keep fewer heads than this in a layer."""
-    ffn_round_to: int = 1
-    """Round each layer's kept FFN width to a multiple of this (8 or 64 suit tensor cores); 1 = off."""
+    ffn_round_to: int = 8
+    """Round each layer's kept FFN width to a multiple of this (8: matmul-friendly on CPUs; 64: tensor cores);
+    1 = off."""
 
     def __post_init__(self):
         check_ratio("heads_ratio", self.heads_ratio)
