@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "[compare.key=value ...] (--help: keys)")
 
     p = sub.add_parser("shrink", help="apply a ticket to a model folder and save the slim model")
-    p.add_argument("--model", required=True, help="model folder (plain HF BERT/RoBERTa or slim)")
+    p.add_argument("--model", required=True, help="model folder (a plain HF model of a supported family, or slim)")
     p.add_argument("--ticket", required=True, help="ticket.json from a search, `draw` or `random_ticket`")
     p.add_argument("--output", required=True, help="folder to write the slim checkpoint to")
     p.add_argument("--fold-coefficients", action="store_true",

@@ -21,7 +21,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def load_model(path: str | os.PathLike, task: str | None = None, **kwargs) -> nn.Module:
-    """Load a plain HF or slim BERT/RoBERTa folder with the class its config names (or `task`'s class)."""
+    """Load a plain HF or slim folder of a supported family with the class its config names (or `task`'s class)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise EarlyBertError(f"{path} is not a model folder (no config.json): pass a save_pretrained folder")

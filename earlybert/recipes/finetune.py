@@ -118,7 +118,8 @@ def load_inputs(cfg: FinetuneConfig):
     from earlybert.train.objectives import ClassificationObjective, QuestionAnsweringObjective
 
     if not cfg.model:
-        raise EarlyBertError("no model given: set model=FOLDER (a pretrained BERT/RoBERTa with its tokenizer)")
+        raise EarlyBertError("no model given: set model=FOLDER (a pretrained encoder of a supported family, "
+                             "with its tokenizer)")
     if cfg.baseline_dir:
         baseline_train_time(cfg.baseline_dir)
     tokenizer = load_tokenizer(cfg.model)
