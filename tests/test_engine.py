@@ -27,14 +27,14 @@ SETUPS = {"fp32 ZeRO-0": (0, False), "bf16 ZeRO-0": (0, True), "bf16 ZeRO-1": (1
           "bf16 ZeRO-2": (2, True), "fp32 ZeRO-3": (3, False), "bf16 ZeRO-3": (3, True)}
 
 
-def trained_engine(tmp_path, stage: int, bf16: bool, steps: int = 2):
+def trained_engine(tmp_path, stage: int, bf16: bool, steps: int = 2, family: str = "bert"):
     """A tiny MLM with coefficients after `steps` AdamW steps under the given precision and ZeRO stage."""
     config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
               "gradient_clipping": "auto", "bf16": {"enabled": bf16},
               "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(config))
-    model = tiny_model()
+    model = tiny_model(family)
     attach_coefficients(model)
     train = TrainConfig(deepspeed_config=str(path), micro_batch_size=3, lr=1e-2)
     engine = build_engine(MaskedLMObjective(model, 1e-3, 1e-3), train, setup_distributed(), coefficient_lr=1e-2)
@@ -85,11 +85,18 @@ def test_consolidated_copy_of_every_family_computes_what_the_model_computes(fami
     assert torch.equal(outputs_of(copy.eval(), inputs), outputs_of(model, inputs))
 
 
-@pytest.mark.parametrize("setup", SETUPS)
-def test_adam_moments_and_step_count_are_carried_across_the_shrink(tmp_path, setup):
-    engine, train, inputs = trained_engine(tmp_path, *SETUPS[setup])
+# Every precision x stage for BERT; the fused-projection families (ModernBERT's Wqkv and GLU, DeBERTa's
+# relative attention, DistilBERT's names) under the two sharded stages, whose coefficients live in partitions.
+CARRY_CASES = [(setup, "bert") for setup in SETUPS] + [
+    (setup, family) for family in ("modernbert", "deberta-v2", "distilbert")
+    for setup in ("bf16 ZeRO-2", "bf16 ZeRO-3")]
+
+
+@pytest.mark.parametrize(("setup", "family"), CARRY_CASES)
+def test_adam_moments_and_step_count_are_carried_across_the_shrink(tmp_path, setup, family):
+    engine, train, inputs = trained_engine(tmp_path, *SETUPS[setup], family=family)
     model = engine.module.model
-    ticket = Ticket(model_type="bert", heads=[[1, 0, 1, 1], [0, 1, 0, 0]],
+    ticket = Ticket(model_type=family, heads=[[1, 0, 1, 1], [0, 1, 0, 0]],
                     ffn=[[1] * 30 + [0] * 18, [0] * 40 + [1] * 8])
     plan = prune_plan(model, ticket)
     slim = shrink_model(consolidated_copy(model), ticket)
