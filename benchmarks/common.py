@@ -13,6 +13,11 @@ import torch  # noqa: F401
 from earlybert.report.machine import machine_info
 
 
+def median_range(values: list[float]) -> dict[str, float]:
+    """Median, min and max of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, dict[str, float]]:
     """Median, min and max seconds per call of each variant, calling them in turn so drift hits all alike."""
     for fn in variants.values():
@@ -24,7 +29,7 @@ def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int 
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in times.items()}
+    return {k: median_range(v) for k, v in times.items()}
 
 
 def alternate_runs(variants: dict[str, Callable[[Path], float]], repeats: int, folder: Path,

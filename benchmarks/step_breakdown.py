@@ -9,14 +9,13 @@ is reported as median (min-max) seconds, with the ratios against the FLOP ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
-from benchmarks.common import print_table, write_json
+from benchmarks.common import median_range, print_table, write_json
 from benchmarks.step_speed import make_batch
 from earlybert.models.flops import ModelShape, training_flops_per_token
 from earlybert.ticket.masks import MaskSpec, random_ticket
@@ -24,10 +23,6 @@ from earlybert.ticket.shrink import shrink_model
 from earlybert.train.engine import adamw
 from earlybert.train.objectives import MaskedLMObjective
 from earlybert.train.trainer_config import TrainConfig
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def main() -> None:
@@ -62,7 +57,7 @@ def main() -> None:
     rows = []
     for name, model in (("full", full), ("slim", slim)):
         embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
-        results[name] = {phase: spread(v) for phase, v in times[name].items()}
+        results[name] = {phase: median_range(v) for phase, v in times[name].items()}
         results[name].update(params=sum(p.numel() for p in model.parameters()), embedding_params=embedding)
         c, u = results[name]["compute"], results[name]["update"]
         rows.append([name, f"{c['median']:.3f} ({c['min']:.3f}-{c['max']:.3f})",
