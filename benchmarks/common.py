@@ -35,11 +35,14 @@ def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int 
 def alternate_runs(variants: dict[str, Callable[[Path], float]], repeats: int, folder: Path,
                    prefix: str = "run") -> dict[str, list[float]]:
     """Seconds each variant reports for a whole run, the variants taking turns for `repeats` rounds after a
-    dropped warm-up round; each run gets a fresh output folder under `folder`."""
+    dropped warm-up round; each round starts one variant later, so none always runs first; each run gets a
+    fresh output folder under `folder`."""
     times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
     for round_ in range(repeats + 1):
-        for i, (name, fn) in enumerate(variants.items()):
-            seconds = fn(folder / f"{prefix}-{round_}-{i}")
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds = variants[name](folder / f"{prefix}-{round_}-{names.index(name)}")
             if round_:
                 times[name].append(seconds)
     return times
