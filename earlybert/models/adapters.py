@@ -196,6 +196,13 @@ def get_adapter(model: nn.Module) -> Adapter:
     return adapter_for_type(getattr(config, "model_type", type(model).__name__))
 
 
+def model_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`inputs` without token types where the family takes none (DistilBERT, ModernBERT)."""
+    if get_adapter(model).token_types:
+        return inputs
+    return {k: v for k, v in inputs.items() if k != "token_type_ids"}
+
+
 def head_size(model: nn.Module) -> int:
     """Width of one attention head."""
     return head_size_of(model.config)

@@ -11,7 +11,7 @@ import torch
 
 from earlybert.data.batches import trim_padding
 from earlybert.errors import EarlyBertError
-from earlybert.models.adapters import get_adapter
+from earlybert.models.adapters import model_inputs
 from earlybert.tasks import glue
 
 SUBMISSION_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B",
@@ -25,14 +25,12 @@ def predict_logits(model, inputs: dict[str, torch.Tensor], batch_size: int,
     off); a list of arrays (logits, or start and end logits, padded back to the inputs' width)."""
     model.eval()
     device = next(model.parameters()).device
-    token_types = get_adapter(model).token_types  # DistilBERT and ModernBERT take none
     chunks: list[list[np.ndarray]] = []
     n, width = len(inputs["input_ids"]), inputs["input_ids"].shape[1]
     for start in range(0, n, batch_size):
         batch = {k: v[start:start + batch_size] for k, v in inputs.items()}
-        batch = {k: v.to(device) for k, v in (trim_padding(batch) if dynamic_padding else batch).items()
-                 if k != "token_type_ids" or token_types}
-        out = model(**batch)
+        batch = {k: v.to(device) for k, v in (trim_padding(batch) if dynamic_padding else batch).items()}
+        out = model(**model_inputs(model, batch))
         parts = [out.start_logits, out.end_logits] if hasattr(out, "start_logits") else [out.logits]
         # Per-token outputs (SQuAD) of trimmed columns are padding: filled back with -inf (never chosen).
         chunks.append([np.pad(p.float().cpu().numpy(), ((0, 0), (0, width - p.shape[1])), constant_values=-np.inf)

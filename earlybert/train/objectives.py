@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from earlybert.models.adapters import get_adapter
+from earlybert.models.adapters import get_adapter, model_inputs
 from earlybert.ticket.coefficients import has_coefficients, l1_penalty
 
 
@@ -42,11 +42,11 @@ class Objective(nn.Module):
         return int((batch["labels"] != -100).sum())
 
     def model_inputs(self, input_ids, attention_mask, token_type_ids) -> dict[str, torch.Tensor]:
-        """The model's keyword inputs; token types only for families that take them (not DistilBERT, ModernBERT)."""
+        """The model's keyword inputs (token types only where given and taken)."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and get_adapter(self.model).token_types:
+        if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        return inputs
+        return model_inputs(self.model, inputs)
 
     def penalty(self, like: torch.Tensor) -> torch.Tensor:
         """The L1 term while coefficients are attached, else 0."""
