@@ -12,6 +12,10 @@ import torch  # noqa: F401
 
 from earlybert.report.machine import machine_info
 
+# Our trainer's DeepSpeed config per precision in the benchmarks that compare with the HF Trainer (which gets
+# `bf16=True` for "bf16": autocast over fp32 weights, where DeepSpeed keeps bf16 weights and fp32 masters).
+DEEPSPEED_CONFIG = {"fp32": "configs/deepspeed/cpu.json", "bf16": "configs/deepspeed/zero0_bf16.json"}
+
 
 def median_range(values: list[float]) -> dict[str, float]:
     """Median, min and max of repeated measurements."""

@@ -1,8 +1,9 @@
 """Fine-tuning throughput against the Hugging Face Trainer on the same work: MiniLM-L6, the same task, batch,
-steps, learning-rate schedule and max length, dynamic padding on both; plus our own run padded to max_seq_len.
+steps, learning-rate schedule and max length, dynamic padding on both, one precision on both (fp32, or bf16 as
+each trainer does it: see `benchmarks.common.DEEPSPEED_CONFIG`); plus our own run padded to max_seq_len.
 
     python -m benchmarks.finetune_vs_hf [--tasks bbc-topic spam-subjects] [--steps 16] [--repeats 5]
-        [--out benchmarks/results/finetune_vs_hf.json]
+        [--precision fp32|bf16] [--out benchmarks/results/finetune_vs_hf.json]
 
 Each variant is timed by wall clock around the whole training call, set-up included (our Trainer's engine
 and the HF Trainer's optimizer are both built there), with logging every 10 steps and one save at the end
@@ -19,13 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import alternate_runs, print_table, write_json
+from benchmarks.common import DEEPSPEED_CONFIG, alternate_runs, print_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 
-def ours(model: str, task_dir: Path, steps: int, batch: int, out: Path, dynamic: bool) -> float:
+def ours(model: str, task_dir: Path, steps: int, batch: int, out: Path, dynamic: bool, precision: str) -> float:
     """Seconds of `Trainer(...)` + `fit()` for a full fine-tuning run of ours."""
     from earlybert.config import load_config
     from earlybert.data.batches import ExampleBatches
@@ -37,7 +38,8 @@ def ours(model: str, task_dir: Path, steps: int, batch: int, out: Path, dynamic:
                       ["task=custom", f"model={model}", f"data_dir={task_dir}", "text_columns=[sentence]",
                        f"output_dir={out}", "epochs=0", f"train.max_steps={steps}", f"train.micro_batch_size={batch}",
                        "train.lr=1e-4", "log.every=10", f"checkpoint.every={steps}", "log.progress_bar=false",
-                       f"dynamic_padding={str(dynamic).lower()}"])
+                       f"dynamic_padding={str(dynamic).lower()}",
+                       f"train.deepspeed_config={ROOT / DEEPSPEED_CONFIG[precision]}"])
     tokenizer, _, _, features, net, objective, _ = load_inputs(cfg)
     dist = setup_distributed()
     started = time.perf_counter()
@@ -48,7 +50,7 @@ def ours(model: str, task_dir: Path, steps: int, batch: int, out: Path, dynamic:
     return time.perf_counter() - started
 
 
-def hugging_face(model: str, task_dir: Path, steps: int, batch: int, out: Path) -> float:
+def hugging_face(model: str, task_dir: Path, steps: int, batch: int, out: Path, precision: str) -> float:
     """Seconds of `Trainer(...)` + `train()` with DataCollatorWithPadding, the recipe users run today."""
     import csv
 
@@ -71,7 +73,8 @@ def hugging_face(model: str, task_dir: Path, steps: int, batch: int, out: Path) 
     args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch,
                              learning_rate=1e-4, weight_decay=0.01, warmup_steps=0, lr_scheduler_type="linear",
                              logging_steps=10, save_strategy="steps", save_steps=steps, report_to=[], seed=42,
-                             dataloader_num_workers=0, disable_tqdm=True, use_cpu=True)
+                             dataloader_num_workers=0, disable_tqdm=True, use_cpu=True,
+                             bf16=precision == "bf16")
     started = time.perf_counter()
     net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=labels)
     Trainer(model=net, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer)).train()
@@ -86,6 +89,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--precision", choices=sorted(DEEPSPEED_CONFIG), default="fp32")
     p.add_argument("--out", default="benchmarks/results/finetune_vs_hf.json")
     args = p.parse_args()
     for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
@@ -98,11 +102,11 @@ def main() -> None:
             task_dir = DATA / task
             if not task_dir.is_dir():
                 sys.exit(f"{task_dir} is missing: this benchmark reads ../shared/data")
+            work = (model, task_dir, args.steps, args.batch)
             variants = {
-                "ours (dynamic padding)": lambda o, d=task_dir: ours(model, d, args.steps, args.batch, o, True),
-                "HF Trainer (DataCollatorWithPadding)": lambda o, d=task_dir: hugging_face(model, d, args.steps,
-                                                                                           args.batch, o),
-                "ours (padded to 128)": lambda o, d=task_dir: ours(model, d, args.steps, args.batch, o, False),
+                "ours (dynamic padding)": lambda o, w=work: ours(*w, o, True, args.precision),
+                "HF Trainer (DataCollatorWithPadding)": lambda o, w=work: hugging_face(*w, o, args.precision),
+                "ours (padded to 128)": lambda o, w=work: ours(*w, o, False, args.precision),
             }
             times = alternate_runs(variants, args.repeats, Path(tmp), task)
             examples = args.steps * args.batch
@@ -118,7 +122,8 @@ def main() -> None:
                       f"{s['examples_per_s']:.1f}"] for n, s in stats.items()]
             rows.append([task, "ours / HF speed", f"{ratio['ours_vs_hf_speed']:.3f}x", "", ""])
             rows.append([task, "dynamic / padded speed", f"{ratio['dynamic_vs_padded_speed']:.3f}x", "", ""])
-    write_json(args.out, {"steps": args.steps, "batch": args.batch, "repeats": args.repeats, "model": "MiniLM-L6",
+    write_json(args.out, {"steps": args.steps, "batch": args.batch, "precision": args.precision,
+                          "repeats": args.repeats, "model": "MiniLM-L6",
                           "tasks": results})
     print_table(["task", "variant", "median s", "min-max s", "examples/s"], rows)
 

@@ -17,13 +17,26 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_matrix_features() -> str:
+    """The CPU flags that decide bf16 matmul speed (a CPU without them runs bf16 far slower than fp32)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+                return " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
+    except OSError:
+        pass
+    return ""
+
+
 def machine_info() -> dict[str, str]:
     """The machine and versions a measurement ran on (written into every results JSON)."""
     import deepspeed
     import torch
     import transformers
 
-    return {"cpu": _cpu_name(), "threads": str(torch.get_num_threads()), "python": platform.python_version(),
+    return {"cpu": _cpu_name(), "cpu_features": _cpu_matrix_features(),
+            "threads": str(torch.get_num_threads()), "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__, "deepspeed": deepspeed.__version__,
             "date": date.today().isoformat(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}

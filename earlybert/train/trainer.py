@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter, layer_sizes
 from earlybert.models.checkpoint import write_dir_atomically
+from earlybert.models.fast_dropout import use_fast_dropout
 from earlybert.models.flops import accounting
 from earlybert.ticket.coefficients import attach_coefficients, detach_coefficients, ffn_coefficients, head_coefficients
 from earlybert.ticket.search import SearchSteps, TicketSearch
@@ -104,6 +105,8 @@ class Trainer:
 
     def _engine(self, model: torch.nn.Module):
         searching = self.stage == Stage.SEARCH
+        if self.train.fast_dropout:
+            use_fast_dropout(model)
         objective = self.objective_cls(model, self.search.lambda_heads if searching else 0.0,
                                        self.search.lambda_ffn if searching else 0.0)
         engine = build_engine(objective, self.train, self.dist, self.search.coefficient_lr if searching else 0.0)
