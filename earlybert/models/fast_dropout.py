@@ -32,20 +32,11 @@ def _uniform_15_bit(n: int, device: torch.device) -> torch.Tensor:
     return words.view(torch.int16)[:n].bitwise_and_(LEVELS - 1)
 
 
-class _IntegerMaskDropout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        threshold = round(p * LEVELS)
-        scale = LEVELS / (LEVELS - threshold)
-        keep = _uniform_15_bit(x.numel(), x.device).view(x.shape) >= threshold
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.where(keep, x * scale, 0.0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad * ctx.scale, 0.0), None
+def dropped_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
+    """A bool mask, True where an element is dropped (probability round(p * 2^15) / 2^15), and the scale that
+    keeps the expectation of the kept elements."""
+    threshold = round(p * LEVELS)
+    return _uniform_15_bit(shape.numel(), device).view(shape) < threshold, LEVELS / (LEVELS - threshold)
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -54,7 +45,8 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
         return nn.functional.dropout(x, p, training)
     if p >= 1.0:
         return x * 0.0
-    return _IntegerMaskDropout.apply(x, p)
+    drop, scale = dropped_mask(x.shape, p, x.device)
+    return x.masked_fill(drop, 0.0) * scale
 
 
 class FastDropout(nn.Dropout):
@@ -73,14 +65,18 @@ def fast_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
     if plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    scores = torch.matmul(query, key.transpose(-1, -2)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query * scaling, key.transpose(-1, -2))  # scaling q touches seq x head_dim values, not seq^2
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:  # True = attend (transformers' SDPA masks)
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    probs = fast_dropout(torch.softmax(scores, dim=-1), dropout)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+    probs = torch.softmax(scores, dim=-1)
+    drop, scale = dropped_mask(probs.shape, dropout, probs.device)
+    # The keep scale goes on the (seq x head_dim) output rather than the (seq x seq) probabilities: fewer values.
+    out = torch.matmul(probs.masked_fill(drop, 0.0), value) * scale
+    return out.transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(ATTENTION, fast_sdpa_attention)
