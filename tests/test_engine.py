@@ -144,3 +144,12 @@ def test_the_chosen_adamw_makes_the_reference_update_and_is_named(tmp_path):
     assert optimizer_name(engine) in ("torch AdamW (fused)", "torch AdamW (foreach)")
     engine, _, _ = trained_engine(tmp_path, 2, True, steps=1)
     assert optimizer_name(engine).endswith("in DeepSpeed's DeepSpeedZeroOptimizer")
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_sparse_lookup_gradients_only_where_gradients_wait_for_the_step(tmp_path, setup):
+    # fp32 ZeRO-0 leaves gradients on the parameters until the step: the tied lookup may add sparse rows.
+    # ZeRO 1-3 and the bf16 wrappers take each gradient as it lands: their lookups stay dense.
+    engine, _, _ = trained_engine(tmp_path, *SETUPS[setup])
+    embeddings = engine.module.model.get_input_embeddings()
+    assert embeddings.sparse == (setup == "fp32 ZeRO-0")

@@ -81,11 +81,19 @@ def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coeff
     else:
         # A client optimizer avoids JIT-building DeepSpeed's ops on CPU and keeps per-parameter state we can slice.
         optimizer = adamw(groups, train)
+        if _plain_fp32(config) and hasattr(objective, "sparse_embedding_gradient"):
+            objective.sparse_embedding_gradient()  # ZeRO 1-3 and the bf16 wrappers take gradients as they land
         engine, *_ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config)
     if dist.world_size == 1 and config.get("zero_optimization", {}).get("stage", 0) == 0:
         # Averaging gradients over one rank changes nothing but costs a flatten/copy of every gradient.
         engine.enable_backward_allreduce = False
     return engine
+
+
+def _plain_fp32(config: dict[str, Any]) -> bool:
+    """Whether DeepSpeed leaves gradients on the parameters until the step: ZeRO-0 without bf16/fp16."""
+    return (config.get("zero_optimization", {}).get("stage", 0) == 0 and not config.get("bf16", {}).get("enabled")
+            and not config.get("fp16", {}).get("enabled"))
 
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")

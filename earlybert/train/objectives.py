@@ -55,12 +55,32 @@ class Objective(nn.Module):
         return like.new_zeros(())
 
 
+def _dense_gradient(param: torch.Tensor) -> None:
+    if param.grad is not None and param.grad.is_sparse:
+        param.grad = param.grad.to_dense()
+
+
 class MaskedLMObjective(Objective):
     """MLM loss computed from the hidden states of masked positions only.
 
     The vocabulary projection over every position is most of a small model's FLOPs; gathering the
     ~15% masked positions first gives the same loss at a fraction of the cost.
     """
+
+    def sparse_embedding_gradient(self) -> bool:
+        """Let the word embeddings' lookup give a sparse gradient where they are tied to the MLM decoder.
+
+        The decoder's (dense) gradient lands first in backward; the lookup's rows are then added into it in
+        place, instead of a dense vocabulary-sized gradient being zero-filled, scattered into and summed with
+        it. Same gradient; a hook makes it dense should a lookup gradient ever land alone. Returns whether on.
+        """
+        embeddings, decoder = self.model.get_input_embeddings(), self.model.get_output_embeddings()
+        if not isinstance(embeddings, nn.Embedding) or decoder is None or decoder.weight is not embeddings.weight:
+            return False
+        if not embeddings.sparse:
+            embeddings.sparse = True
+            embeddings.weight.register_post_accumulate_grad_hook(_dense_gradient)
+        return True
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
         hidden = self.model.base_model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).last_hidden_state
