@@ -2,10 +2,9 @@
 
 torch draws CPU dropout masks with a Bernoulli sampler over floats, slow enough to show in a profile next
 to the matmuls, most of all in MiniLM fine-tuning, where the attention probabilities (batch x heads x seq x
-seq) are dropped in every layer.
-Drawing 64-bit integers, reading each as four 15-bit numbers and comparing those with a threshold makes
-a dropout call 1.7x (attention probabilities) to 2.7x (hidden states) faster (`python -m
-benchmarks.fast_dropout`). The drop probability becomes a multiple of 2^-15 (0.1 -> 0.1000061) and kept
+seq) are dropped in every layer. Drawing 64-bit integers, reading each as four 15-bit numbers and comparing
+those with a threshold makes a dropout call 1.7x (attention probabilities) to 2.7x (hidden states) faster
+(`python -m benchmarks.fast_dropout`). The drop probability becomes a multiple of 2^-15 (0.1 -> 0.1000061) and kept
 values are scaled by the exact inverse of the keep probability, so the expectation is unchanged. GPUs draw
 masks with fused Philox kernels: there the torch path runs unchanged.
 

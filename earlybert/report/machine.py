@@ -7,26 +7,25 @@ from datetime import date
 from pathlib import Path
 
 
-def _cpu_name() -> str:
+def _cpuinfo(key: str) -> str | None:
+    """The first `key : value` line of /proc/cpuinfo, its value (None where there is no such file or line)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _cpu_matrix_features() -> str:
     """The CPU flags that decide bf16 matmul speed (a CPU without them runs bf16 far slower than fp32)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-                return " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
-    except OSError:
-        pass
-    return ""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return " ".join(f for f in (_cpuinfo("flags") or "").split() if f in wanted)
 
 
 def machine_info() -> dict[str, str]:

@@ -44,7 +44,7 @@ def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
             )
         config[key] = value
     config.setdefault("steps_per_print", 10**9)  # we log ourselves
-    stage = config.get("zero_optimization", {}).get("stage", 0)
+    stage = _zero_stage(config)
     if stage not in (0, 1, 2, 3):
         raise EarlyBertError(f"{path} sets zero_optimization.stage={stage!r}: ZeRO has stages 0, 1, 2 and 3")
     return config
@@ -84,15 +84,19 @@ def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coeff
         if _plain_fp32(config) and hasattr(objective, "sparse_embedding_gradient"):
             objective.sparse_embedding_gradient()  # ZeRO 1-3 and the bf16 wrappers take gradients as they land
         engine, *_ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config)
-    if dist.world_size == 1 and config.get("zero_optimization", {}).get("stage", 0) == 0:
+    if dist.world_size == 1 and _zero_stage(config) == 0:
         # Averaging gradients over one rank changes nothing but costs a flatten/copy of every gradient.
         engine.enable_backward_allreduce = False
     return engine
 
 
+def _zero_stage(config: dict[str, Any]) -> int:
+    return config.get("zero_optimization", {}).get("stage", 0)
+
+
 def _plain_fp32(config: dict[str, Any]) -> bool:
     """Whether DeepSpeed leaves gradients on the parameters until the step: ZeRO-0 without bf16/fp16."""
-    return (config.get("zero_optimization", {}).get("stage", 0) == 0 and not config.get("bf16", {}).get("enabled")
+    return (_zero_stage(config) == 0 and not config.get("bf16", {}).get("enabled")
             and not config.get("fp16", {}).get("enabled"))
 
 
