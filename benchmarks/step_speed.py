@@ -34,9 +34,9 @@ def make_batch(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, tor
 
 def step_fn(objective: torch.nn.Module, batch: dict, full_logits: bool = False):
     """One forward + backward + AdamW step (the trainer's AdamW: fused where torch has it; our objectives with
-    the trainer's sparse lookup gradient for tied embeddings, as under fp32 ZeRO-0)."""
+    the trainer's in-place lookup gradient for tied embeddings, as under fp32 ZeRO-0)."""
     if not full_logits:
-        objective.sparse_embedding_gradient()
+        objective.lookup_gradient_in_place()
     opt = adamw([{"params": list(objective.parameters()), "weight_decay": 0.0}], TrainConfig(lr=1e-5))
 
     def step():

@@ -60,8 +60,8 @@ def test_pretraining_objective_equals_hugging_face_mlm_plus_nsp():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_sparse_embedding_gradient_equals_the_dense_one(family):
-    # Tied word embeddings take the lookup's gradient as sparse rows added into the decoder's dense gradient:
+def test_lookup_gradient_in_place_equals_the_dense_one(family):
+    # Tied word embeddings add the lookup's rows into the decoder's dense gradient in place:
     # the parameters' gradients and one fused AdamW step must be what the dense path gives.
     import copy
 
@@ -70,14 +70,15 @@ def test_sparse_embedding_gradient_equals_the_dense_one(family):
 
     dense = tiny_model(family, "masked_lm", vocab_size=300).train()
     sparse = copy.deepcopy(dense)
-    tied = MaskedLMObjective(sparse).sparse_embedding_gradient()
+    tied = MaskedLMObjective(sparse).lookup_gradient_in_place()
     inputs = random_inputs(dense, batch=4, seq=16)
     labels = torch.where(torch.rand(inputs["input_ids"].shape, generator=torch.Generator().manual_seed(0)) < 0.15,
                          inputs["input_ids"], -100)
     labels[:, 1] = inputs["input_ids"][:, 1]
     for model in (dense, sparse):
         opt = adamw([{"params": list(model.parameters()), "weight_decay": 0.01}], TrainConfig(lr=1e-2))
-        MaskedLMObjective(model)(**inputs, labels=labels)[0].backward()
+        for _ in range(2):  # two micro-batches: the second adds onto gradients already there
+            MaskedLMObjective(model)(**inputs, labels=labels)[0].backward()
         model.grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         opt.step()
     assert tied == (dense.get_output_embeddings() is not None
@@ -89,15 +90,17 @@ def test_sparse_embedding_gradient_equals_the_dense_one(family):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
-def test_a_lookup_gradient_landing_alone_is_made_dense():
+def test_a_lookup_gradient_landing_alone_starts_from_zeros():
     model = tiny_model("bert", "masked_lm")
-    assert MaskedLMObjective(model).sparse_embedding_gradient()
-    model.get_input_embeddings()(torch.tensor([[5, 6, 5]])).sum().backward()
-    grad = model.get_input_embeddings().weight.grad
-    assert not grad.is_sparse and grad[5].eq(2).all() and grad[6].eq(1).all() and grad[7].eq(0).all()
+    assert MaskedLMObjective(model).lookup_gradient_in_place()
+    embeddings = model.get_input_embeddings()
+    embeddings(torch.tensor([[5, 6, 5, embeddings.padding_idx]])).sum().backward()
+    grad = embeddings.weight.grad  # the padding row gets none, as in nn.Embedding
+    assert grad[5].eq(2).all() and grad[6].eq(1).all() and grad[7].eq(0).all()
+    assert grad[embeddings.padding_idx].eq(0).all()
 
 
 def test_untied_or_classification_models_keep_dense_lookups():
     classifier = tiny_model("bert", "sequence_classification")
-    assert not MaskedLMObjective(classifier).sparse_embedding_gradient()
-    assert not classifier.get_input_embeddings().sparse
+    assert not MaskedLMObjective(classifier).lookup_gradient_in_place()
+    assert type(classifier.get_input_embeddings()) is torch.nn.Embedding

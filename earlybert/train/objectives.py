@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +56,35 @@ class Objective(nn.Module):
         return like.new_zeros(())
 
 
-def _dense_gradient(param: torch.Tensor) -> None:
-    if param.grad is not None and param.grad.is_sparse:
-        param.grad = param.grad.to_dense()
+class RowGradientEmbedding(nn.Embedding):
+    """A word-embedding lookup whose backward adds its rows into the weight's gradient in place.
+
+    Autograd would sum a lookup gradient into a tied decoder's dense vocabulary-sized gradient out of place
+    (dense: zero-fill, scatter, add; sparse: a copy, since the decoder's gradient lands first). Here the
+    lookup reads a detached weight, so the weight's gradient is the decoder's alone, landed early in backward;
+    a hook on the looked-up vectors then adds them, row by row, where it lies. Only for trainers that leave
+    gradients on the parameters until the step (not ZeRO 1-3 or the bf16 wrappers, which take them as they
+    land).
+    """
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and self.weight.requires_grad):
+            return super().forward(input_ids)
+        # A leaf that requires grad: backward reaches it, and its hook sees the vectors' gradient.
+        vectors = F.embedding(input_ids, self.weight.detach(), self.padding_idx).requires_grad_()
+        vectors.register_hook(partial(_add_rows, self.weight, input_ids, self.padding_idx))
+        return vectors
+
+
+@torch.no_grad()
+def _add_rows(weight: nn.Parameter, input_ids: torch.Tensor, padding_idx: int | None, grad: torch.Tensor) -> None:
+    ids, rows = input_ids.reshape(-1), grad.reshape(-1, grad.shape[-1])
+    if padding_idx is not None:  # as nn.Embedding: the padding row gets no gradient
+        keep = ids != padding_idx
+        ids, rows = ids[keep], rows[keep]
+    if weight.grad is None:  # no decoder gradient landed (an untied use): start from zeros
+        weight.grad = torch.zeros_like(weight)
+    weight.grad.index_add_(0, ids, rows.to(weight.grad.dtype))
 
 
 class MaskedLMObjective(Objective):
@@ -67,19 +94,14 @@ class MaskedLMObjective(Objective):
     ~15% masked positions first gives the same loss at a fraction of the cost.
     """
 
-    def sparse_embedding_gradient(self) -> bool:
-        """Let the word embeddings' lookup give a sparse gradient where they are tied to the MLM decoder.
-
-        The decoder's (dense) gradient lands first in backward; the lookup's rows are then added into it in
-        place, instead of a dense vocabulary-sized gradient being zero-filled, scattered into and summed with
-        it. Same gradient; a hook makes it dense should a lookup gradient ever land alone. Returns whether on.
-        """
+    def lookup_gradient_in_place(self) -> bool:
+        """Make tied word embeddings a `RowGradientEmbedding`: the lookup's rows are added into the decoder's
+        gradient in place. Same gradient, same parameters and state dict. Returns whether on."""
         embeddings, decoder = self.model.get_input_embeddings(), self.model.get_output_embeddings()
-        if not isinstance(embeddings, nn.Embedding) or decoder is None or decoder.weight is not embeddings.weight:
+        if type(embeddings) not in (nn.Embedding, RowGradientEmbedding) or decoder is None \
+                or decoder.weight is not embeddings.weight or embeddings.max_norm or embeddings.scale_grad_by_freq:
             return False
-        if not embeddings.sparse:
-            embeddings.sparse = True
-            embeddings.weight.register_post_accumulate_grad_hook(_dense_gradient)
+        embeddings.__class__ = RowGradientEmbedding  # the module stays, only its forward changes
         return True
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
