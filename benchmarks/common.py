@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import torch  # noqa: F401
@@ -36,8 +36,8 @@ def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int 
     return {k: median_range(v) for k, v in times.items()}
 
 
-def alternate_runs(variants: dict[str, Callable[[Path], float]], repeats: int, folder: Path,
-                   prefix: str = "run") -> dict[str, list[float]]:
+def alternate_runs(variants: dict[Hashable, Callable[[Path], float]], repeats: int, folder: Path,
+                   prefix: str = "run") -> dict[Hashable, list[float]]:
     """Seconds each variant reports for a whole run, the variants taking turns for `repeats` rounds after a
     dropped warm-up round; each round starts one variant later, so none always runs first; each run gets a
     fresh output folder under `folder`."""
