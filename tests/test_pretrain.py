@@ -248,7 +248,7 @@ def test_two_ranks_bf16_zero_search_shrink_sigkill_resume_ends_with_identical_we
     def args(name: str) -> list[str]:
         return tiny_args(tmp_path / name, pydoc_corpus, tmp_path / "cache", "train.micro_batch_size=4",
                          f"train.deepspeed_config={bf16_zero_json(tmp_path, stage)}", "train.max_steps=40",
-                         "search.max_search_steps=30", "search.threshold=0.2", "checkpoint.every=5")
+                         "search.max_search_steps=25", "search.threshold=0.2", "checkpoint.every=5")
 
     whole = torchrun("pretrain/run_pretrain.py", *args("whole"))
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -256,7 +256,8 @@ def test_two_ranks_bf16_zero_search_shrink_sigkill_resume_ends_with_identical_we
     summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
     assert summary["stage"] == "slim" and summary["optimizer_state_at_shrink"] == "carried"
     drawn = summary["ticket_step"]
-    assert summary["fired"] and drawn <= 25, drawn  # leaves slim checkpoints (every 5 steps) before the kill
+    # drawn by the detector or at the limit by step 25: slim checkpoints (every 5 steps) come before the kill
+    assert summary["drawn_by"] in ("fired", "limit") and drawn <= 25, drawn
     kill_at_step(["pretrain/run_pretrain.py", *args("killed")], tmp_path / "killed", drawn + 8,
                  launcher=[str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"])
     resumed = torchrun("pretrain/run_pretrain.py", *args("killed"), "resume=auto")
