@@ -147,9 +147,9 @@ def test_the_chosen_adamw_makes_the_reference_update_and_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("setup", SETUPS)
-def test_sparse_lookup_gradients_only_where_gradients_wait_for_the_step(tmp_path, setup):
+def test_in_place_lookup_only_where_gradients_wait_for_the_step(tmp_path, setup):
     # fp32 ZeRO-0 leaves gradients on the parameters until the step: the tied lookup may add its rows in place.
-    # ZeRO 1-3 and the bf16 wrappers take each gradient as it lands: their lookups stay dense.
+    # ZeRO 1-3 and the bf16 wrappers take each gradient as it lands: their lookups stay autograd's.
     engine, _, _ = trained_engine(tmp_path, *SETUPS[setup])
     embeddings = engine.module.model.get_input_embeddings()
     assert isinstance(embeddings, RowGradientEmbedding) == (setup == "fp32 ZeRO-0")

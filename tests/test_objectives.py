@@ -60,22 +60,22 @@ def test_pretraining_objective_equals_hugging_face_mlm_plus_nsp():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_lookup_gradient_in_place_equals_the_dense_one(family):
+def test_lookup_gradient_in_place_equals_autograds(family):
     # Tied word embeddings add the lookup's rows into the decoder's dense gradient in place:
-    # the parameters' gradients and one fused AdamW step must be what the dense path gives.
+    # the parameters' gradients and one fused AdamW step must be what autograd's dense sum gives.
     import copy
 
     from earlybert.train.engine import adamw
     from earlybert.train.trainer_config import TrainConfig
 
     dense = tiny_model(family, "masked_lm", vocab_size=300).train()
-    sparse = copy.deepcopy(dense)
-    tied = MaskedLMObjective(sparse).lookup_gradient_in_place()
+    in_place = copy.deepcopy(dense)
+    tied = MaskedLMObjective(in_place).lookup_gradient_in_place()
     inputs = random_inputs(dense, batch=4, seq=16)
     labels = torch.where(torch.rand(inputs["input_ids"].shape, generator=torch.Generator().manual_seed(0)) < 0.15,
                          inputs["input_ids"], -100)
     labels[:, 1] = inputs["input_ids"][:, 1]
-    for model in (dense, sparse):
+    for model in (dense, in_place):
         opt = adamw([{"params": list(model.parameters()), "weight_decay": 0.01}], TrainConfig(lr=1e-2))
         for _ in range(2):  # two micro-batches: the second adds onto gradients already there
             MaskedLMObjective(model)(**inputs, labels=labels)[0].backward()
@@ -83,10 +83,10 @@ def test_lookup_gradient_in_place_equals_the_dense_one(family):
         opt.step()
     assert tied == (dense.get_output_embeddings() is not None
                     and dense.get_output_embeddings().weight is dense.get_input_embeddings().weight)
-    assert dense.grads.keys() == sparse.grads.keys()
-    for name, grad in sparse.grads.items():
+    assert dense.grads.keys() == in_place.grads.keys()
+    for name, grad in in_place.grads.items():
         assert not grad.is_sparse and torch.allclose(grad, dense.grads[name], atol=1e-6), name
-    for (name, a), b in zip(dense.named_parameters(), sparse.parameters()):
+    for (name, a), b in zip(dense.named_parameters(), in_place.parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
