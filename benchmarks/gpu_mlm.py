@@ -14,7 +14,7 @@ from transformers import BertConfig, BertForMaskedLM
 import earlybert  # noqa: F401
 from benchmarks.common import print_table, write_json
 from benchmarks.step_speed import make_batch
-from earlybert.models.flops import ModelShape, training_flops_per_token
+from earlybert.models.flops import accounting
 from earlybert.ticket.masks import MaskSpec, random_ticket
 from earlybert.ticket.shrink import shrink_model
 from earlybert.train.distributed import setup_distributed
@@ -37,7 +37,7 @@ def measure(model, batch, train: TrainConfig, dist, steps: int) -> dict[str, flo
     torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
     tokens = batch["input_ids"].numel() / seconds
-    flops = training_flops_per_token(ModelShape.of(model), batch["input_ids"].shape[1], 0.15) * tokens
+    flops = accounting(model, batch["input_ids"].shape[1], 0.15)["train_flops_per_token"] * tokens
     out = {"step_s": seconds, "tokens_per_s": tokens, "tflops": flops / 1e12,
            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
     engine.destroy()

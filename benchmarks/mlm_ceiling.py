@@ -20,7 +20,7 @@ from transformers import BertConfig, BertForMaskedLM
 from benchmarks.common import alternate, print_table, write_json
 from benchmarks.step_speed import make_batch, step_fn
 from earlybert.models.fast_dropout import use_fast_dropout
-from earlybert.models.flops import ModelShape, training_flops_per_token
+from earlybert.models.flops import ModelShape, accounting, training_flops_per_token
 from earlybert.train.objectives import MaskedLMObjective
 
 
@@ -81,7 +81,7 @@ def step_rates(layers: int, batch: dict, rounds: int, peak: float, results: dict
     share = {k: matmul_share(fn) for k, fn in step.items()}
     seq, tokens, masked = batch["labels"].shape[1], batch["labels"].numel(), int((batch["labels"] != -100).sum())
     flops = {"hf": training_flops_per_token(ModelShape.of(hf), seq, 1.0) * tokens,
-             "ours": training_flops_per_token(ModelShape.of(ours), seq, masked / tokens) * tokens}
+             "ours": accounting(ours, seq, masked / tokens)["train_flops_per_token"] * tokens}
     median = {k: v["median"] for k, v in steps.items()}
     rate = {k: flops[k] / median[k] / 1e9 for k in steps}
     other_s = {k: (1 - share[k]) * median[k] for k in steps}

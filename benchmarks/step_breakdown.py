@@ -17,7 +17,7 @@ from transformers import BertConfig, BertForMaskedLM
 import earlybert  # noqa: F401
 from benchmarks.common import median_range, print_table, write_json
 from benchmarks.step_speed import make_batch
-from earlybert.models.flops import ModelShape, training_flops_per_token
+from earlybert.models.flops import accounting
 from earlybert.ticket.masks import MaskSpec, random_ticket
 from earlybert.ticket.shrink import shrink_model
 from earlybert.train.engine import adamw
@@ -50,8 +50,8 @@ def main() -> None:
             if round_ >= 2:
                 times[name]["compute"].append(t1 - t0)
                 times[name]["update"].append(time.perf_counter() - t1)
-    flop_ratio = (training_flops_per_token(ModelShape.of(slim), 128, 0.15)
-                  / training_flops_per_token(ModelShape.of(full), 128, 0.15))
+    flop_ratio = (accounting(slim, 128, 0.15)["train_flops_per_token"]
+                  / accounting(full, 128, 0.15)["train_flops_per_token"])
     results = {"layers": args.layers, "batch": 8, "seq": 128, "rounds": args.rounds, "flop_ratio": flop_ratio,
                "optimizer": f"torch AdamW (fused={bool(optimizers['full'].defaults.get('fused'))})"}
     rows = []

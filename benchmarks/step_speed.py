@@ -17,7 +17,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
 from benchmarks.common import alternate, print_table, write_json
-from earlybert.models.flops import ModelShape, training_flops_per_token
+from earlybert.models.flops import accounting
 from earlybert.ticket.coefficients import attach_coefficients
 from earlybert.ticket.masks import MaskSpec, random_ticket
 from earlybert.ticket.shrink import shrink_model
@@ -83,8 +83,8 @@ def shrink_vs_flops(full: BertForMaskedLM, batch: dict, seq: int, rounds: int, r
         spread = alternate({"full": step_fn(MaskedLMObjective(full), batch),
                             "slim": step_fn(MaskedLMObjective(slim), batch)}, rounds)
         t = {k: v["median"] for k, v in spread.items()}
-        flop_ratio = (training_flops_per_token(ModelShape.of(slim), seq, 0.15)
-                      / training_flops_per_token(ModelShape.of(full), seq, 0.15))
+        flop_ratio = (accounting(slim, seq, 0.15)["train_flops_per_token"]
+                      / accounting(full, seq, 0.15)["train_flops_per_token"])
         time_ratio = t["slim"] / t["full"]
         rows.append([name, f"{t['full']:.3f}", f"{t['slim']:.3f}", f"{time_ratio:.3f}", f"{flop_ratio:.3f}",
                      f"{time_ratio / flop_ratio:.3f}"])

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from earlybert.models.adapters import get_adapter, model_inputs
+from earlybert.models.last_layer_rows import enable_last_layer_rows, last_layer_rows
 from earlybert.ticket.coefficients import has_coefficients, l1_penalty
 
 
@@ -91,8 +92,13 @@ class MaskedLMObjective(Objective):
     """MLM loss computed from the hidden states of masked positions only.
 
     The vocabulary projection over every position is most of a small model's FLOPs; gathering the
-    ~15% masked positions first gives the same loss at a fraction of the cost.
+    ~15% masked positions first gives the same loss at a fraction of the cost. Where the family allows
+    (`supports_last_layer_rows`), the last encoder layer likewise runs only at the masked positions.
     """
+
+    def __init__(self, model: nn.Module, lambda_heads: float = 0.0, lambda_ffn: float = 0.0):
+        super().__init__(model, lambda_heads, lambda_ffn)
+        enable_last_layer_rows(model)
 
     def lookup_gradient_in_place(self) -> bool:
         """Make tied word embeddings a `RowGradientEmbedding`: the lookup's rows are added into the decoder's
@@ -105,8 +111,10 @@ class MaskedLMObjective(Objective):
         return True
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
-        hidden = self.model.base_model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).last_hidden_state
         selected = labels != -100
+        with last_layer_rows(self.model, selected):  # a no-op where the family is not supported
+            inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
+            hidden = self.model.base_model(**inputs).last_hidden_state
         logits = get_adapter(self.model).mlm_logits(self.model, hidden[selected])
         targets = labels[selected]
         summed = F.cross_entropy(logits.float(), targets, reduction="sum")

@@ -1,0 +1,101 @@
+"""The last encoder layer computed only at the rows a loss reads (BERT-layout families).
+
+An MLM loss reads the last layer's output at the masked positions alone (about 15%). Keys and values
+still need every position, but that layer's queries, attention output projection, layer norms and FFN do
+not: computing them at the read rows removes about 70% of the last layer (a twelfth of a 12-layer
+encoder's work is that layer) with the same loss and gradients.
+
+`enable_last_layer_rows(model)` swaps the last layer's forward, once; `last_layer_rows(model, rows)` is
+the context in which it computes only `rows` (a [batch, seq] bool mask). Outside that context, and for
+layers it cannot handle, the family's own forward runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from earlybert.models.adapters import get_adapter
+from earlybert.models.modeling import BERT_LAYOUT, has_submodule
+
+ROWS_ATTR = "_earlybert_rows"  # the [batch, seq] bool mask of rows to compute, while inside the context
+
+
+def _last_layer(model: nn.Module) -> nn.Module | None:
+    base = model.base_model
+    return base.get_submodule(BERT_LAYOUT.layers)[-1] if has_submodule(base, BERT_LAYOUT.layers) else None
+
+
+def supports_last_layer_rows(model: nn.Module) -> bool:
+    """Whether the model's last layer is a BERT-layout encoder layer this module can run at chosen rows."""
+    config = model.config
+    if get_adapter(model).layout is not BERT_LAYOUT or config.is_decoder or config.add_cross_attention:
+        return False
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":  # relative scores read every query
+        return False
+    attention = getattr(_last_layer(model), "attention", None)
+    return config._attn_implementation in ("eager", "sdpa") and all(
+        hasattr(getattr(attention, "self", None), name) for name in ("query", "key", "value", "scaling"))
+
+
+def enable_last_layer_rows(model: nn.Module) -> bool:
+    """Let `last_layer_rows` restrict the last layer to chosen rows; returns whether the model supports it."""
+    if not supports_last_layer_rows(model):
+        return False
+    layer = _last_layer(model)
+    # An instance attribute shadows the class's forward; the module, its parameters and state dict stay.
+    layer.forward = types.MethodType(_forward_at_rows, layer)
+    setattr(layer, ROWS_ATTR, None)
+    return True
+
+
+@contextmanager
+def last_layer_rows(model: nn.Module, rows: torch.Tensor) -> Iterator[bool]:
+    """Within the block the last layer computes only `rows` (others come out as zeros); yields whether on."""
+    layer = _last_layer(model)
+    if layer is None or not hasattr(layer, ROWS_ATTR):
+        yield False
+        return
+    setattr(layer, ROWS_ATTR, rows)
+    try:
+        yield True
+    finally:
+        setattr(layer, ROWS_ATTR, None)
+
+
+def _forward_at_rows(self: nn.Module, hidden_states: torch.Tensor, attention_mask=None, *args, **kwargs):
+    rows = getattr(self, ROWS_ATTR)
+    if rows is None or not rows.any():
+        return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)
+    batch, seq, width = hidden_states.shape
+    # Lay the chosen rows out as [batch, slots]: attention needs each query beside its own sequence's keys.
+    seq_of, pos = rows.nonzero(as_tuple=True)  # row-major: the order `hidden[rows]` gives
+    counts = torch.bincount(seq_of, minlength=batch)
+    slots = int(counts.max())
+    slot = torch.arange(seq_of.numel(), device=pos.device) - (counts.cumsum(0) - counts)[seq_of]
+    positions = torch.zeros(batch, slots, dtype=torch.long, device=pos.device)  # spare slots read row 0, dropped
+    positions[seq_of, slot] = pos
+    queries_in = hidden_states.gather(1, positions.unsqueeze(-1).expand(-1, -1, width))
+
+    attention = self.attention.self
+    head_size = attention.attention_head_size
+    query = attention.query(queries_in).view(batch, slots, -1, head_size).transpose(1, 2)
+    key = attention.key(hidden_states).view(batch, seq, -1, head_size).transpose(1, 2)
+    value = attention.value(hidden_states).view(batch, seq, -1, head_size).transpose(1, 2)
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4:
+        attention_mask = attention_mask[:, :, :1]  # bidirectional: every query row of the mask is the same
+    eager = sys.modules[type(attention).__module__].eager_attention_forward
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager)
+    context, _ = interface(attention, query, key, value, attention_mask,
+                           dropout=attention.dropout.p if self.training else 0.0, scaling=attention.scaling)
+    context = context.reshape(batch, slots, -1)[seq_of, slot]
+
+    attended = self.attention.output(context, hidden_states[seq_of, pos])
+    out = self.feed_forward_chunk(attended)
+    return hidden_states.new_zeros(batch, seq, out.shape[-1]).index_put((seq_of, pos), out)
