@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from earlybert.models.adapters import get_adapter
+from earlybert.models.fast_dropout import ATTENTION as FAST_SDPA
 from earlybert.models.last_layer_rows import enable_last_layer_rows, last_layer_rows, supports_last_layer_rows
 from earlybert.ticket.coefficients import attach_coefficients, ffn_coefficients, head_coefficients
 from earlybert.ticket.shrink import shrink_model
@@ -40,11 +41,11 @@ def test_supported_exactly_for_the_bert_layout_families(family):
     assert supports_last_layer_rows(tiny_model(family)) == (family in BERT_LAYOUT_FAMILIES)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", FAST_SDPA])
 @pytest.mark.parametrize("family", BERT_LAYOUT_FAMILIES)
 def test_loss_and_every_gradient_equal_the_full_forward(family, attention):
-    model = tiny_model(family, attn_implementation=attention)
-    model.config._attn_implementation = attention
+    model = tiny_model(family)
+    model.set_attn_implementation(attention)
     reference = copy.deepcopy(model)
     objective = MaskedLMObjective(model)
     inputs = random_inputs(model, batch=3, seq=11)  # the last row has a padded tail

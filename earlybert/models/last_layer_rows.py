@@ -22,6 +22,7 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from earlybert.models.adapters import get_adapter
+from earlybert.models.fast_dropout import ATTENTION as FAST_SDPA
 from earlybert.models.modeling import BERT_LAYOUT, has_submodule
 
 ROWS_ATTR = "_earlybert_rows"  # the [batch, seq] bool mask of rows to compute, while inside the context
@@ -37,10 +38,8 @@ def supports_last_layer_rows(model: nn.Module) -> bool:
     config = model.config
     if get_adapter(model).layout is not BERT_LAYOUT or config.is_decoder or config.add_cross_attention:
         return False
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":  # relative scores read every query
-        return False
     attention = getattr(_last_layer(model), "attention", None)
-    return config._attn_implementation in ("eager", "sdpa") and all(
+    return config._attn_implementation in ("eager", "sdpa", FAST_SDPA) and all(
         hasattr(getattr(attention, "self", None), name) for name in ("query", "key", "value", "scaling"))
 
 
