@@ -110,3 +110,15 @@ def test_unsupported_family_is_left_untouched():
     assert not enable_last_layer_rows(model)
     with last_layer_rows(model, torch.ones(3, 11, dtype=torch.bool)) as on:
         assert not on
+
+
+def test_gradients_are_unchanged_under_gradient_checkpointing():
+    model = tiny_model("bert").train()  # tiny configs have no dropout: train mode is deterministic
+    model.gradient_checkpointing_enable({"use_reentrant": False})
+    reference = copy.deepcopy(model)
+    inputs = random_inputs(model)
+    labels = masked_labels(inputs)
+    MaskedLMObjective(model)(**inputs, labels=labels)[0].backward()
+    reference_loss(reference, inputs, labels).backward()
+    for name, grad in gradients(reference).items():
+        torch.testing.assert_close(gradients(model)[name], grad, atol=1e-6, rtol=1e-5, msg=name)

@@ -70,6 +70,8 @@ def last_layer_rows(model: nn.Module, rows: torch.Tensor) -> Iterator[bool]:
 
 def _forward_at_rows(self: nn.Module, hidden_states: torch.Tensor, attention_mask=None, *args, **kwargs):
     rows = getattr(self, ROWS_ATTR)
+    # This bypasses transformers' checkpointing wrapper (the class's forward): at a few rows the layer's
+    # activations are small, so it is not recomputed in backward; the other layers still are.
     if rows is None or not rows.any():
         return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)
     batch, seq, width = hidden_states.shape
