@@ -15,6 +15,7 @@ from earlybert.train.engine import (
     adamw,
     build_engine,
     carry_optimizer_state,
+    check_and_clip_gradients,
     consolidated_copy,
     fp32_values,
     optimizer_name,
@@ -27,8 +28,10 @@ SETUPS = {"fp32 ZeRO-0": (0, False), "bf16 ZeRO-0": (0, True), "bf16 ZeRO-1": (1
           "bf16 ZeRO-2": (2, True), "fp32 ZeRO-3": (3, False), "bf16 ZeRO-3": (3, True)}
 
 
-def trained_engine(tmp_path, stage: int, bf16: bool, steps: int = 2, family: str = "bert"):
-    """A tiny MLM with coefficients after `steps` AdamW steps under the given precision and ZeRO stage."""
+def trained_engine(tmp_path, stage: int, bf16: bool, steps: int = 2, family: str = "bert", max_grad_norm: float = 1.0,
+                   clip_outside: bool = False):
+    """A tiny MLM with coefficients after `steps` AdamW steps under the given precision and ZeRO stage
+    (with `clip_outside`, clipped by `check_and_clip_gradients` before each step, as the trainer does)."""
     config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
               "gradient_clipping": "auto", "bf16": {"enabled": bf16},
               "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
@@ -36,13 +39,16 @@ def trained_engine(tmp_path, stage: int, bf16: bool, steps: int = 2, family: str
     path.write_text(json.dumps(config))
     model = tiny_model(family)
     attach_coefficients(model)
-    train = TrainConfig(deepspeed_config=str(path), micro_batch_size=3, lr=1e-2)
-    engine = build_engine(MaskedLMObjective(model, 1e-3, 1e-3), train, setup_distributed(), coefficient_lr=1e-2)
+    train = TrainConfig(deepspeed_config=str(path), micro_batch_size=3, lr=1e-2, max_grad_norm=max_grad_norm)
+    engine = build_engine(MaskedLMObjective(model, 1e-3, 1e-3), train, setup_distributed(), coefficient_lr=1e-2,
+                          clip_outside=clip_outside)
     inputs = random_inputs(model)
     inputs["labels"] = inputs["input_ids"].clone()
     for _ in range(steps):
         loss, _ = engine(**inputs, loss_denominator=33.0)
         engine.backward(loss)
+        if clip_outside:
+            check_and_clip_gradients(engine, max_grad_norm)
         engine.step()
     return engine, train, inputs
 
@@ -153,3 +159,29 @@ def test_in_place_lookup_only_where_gradients_wait_for_the_step(tmp_path, setup)
     engine, _, _ = trained_engine(tmp_path, *SETUPS[setup])
     embeddings = engine.module.model.get_input_embeddings()
     assert isinstance(embeddings, RowGradientEmbedding) == (setup == "fp32 ZeRO-0")
+
+
+@pytest.mark.parametrize("setup", ["fp32 ZeRO-0", "bf16 ZeRO-2", "fp32 ZeRO-3"])
+def test_clipping_outside_deepspeed_makes_deepspeeds_update(tmp_path, setup):
+    # A norm of 0.05 clips every step. fp32 ZeRO-0 turns DeepSpeed's clipping off and clips in one foreach pass;
+    # elsewhere DeepSpeed keeps clipping (its gradients are not on the parameters) and the call does nothing.
+    ours, _, _ = trained_engine(tmp_path, *SETUPS[setup], max_grad_norm=0.05, clip_outside=True)
+    theirs, _, _ = trained_engine(tmp_path, *SETUPS[setup], max_grad_norm=0.05)
+    assert ours.gradient_clipping() == (0.0 if setup == "fp32 ZeRO-0" else 0.05)
+    assert theirs.gradient_clipping() == 0.05
+    names, params = zip(*ours.module.named_parameters())
+    for name, a, b in zip(names, fp32_values(list(params)), fp32_values(list(theirs.module.parameters()))):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+    unclipped, _, _ = trained_engine(tmp_path, *SETUPS[setup], max_grad_norm=0.0)
+    assert not torch.allclose(fp32_values(list(unclipped.module.parameters()))[0], fp32_values([params[0]])[0])
+
+
+def test_a_non_finite_gradient_norm_is_returned_and_nothing_is_clipped(tmp_path):
+    engine, train, inputs = trained_engine(tmp_path, 0, False, steps=0, max_grad_norm=0.05, clip_outside=True)
+    engine.backward(engine(**inputs, loss_denominator=33.0)[0])
+    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+    grads[0].view(-1)[0] = float("inf")
+    before = [g.clone() for g in grads]
+    norm = check_and_clip_gradients(engine, 0.05)
+    assert norm == float("inf")
+    assert all(torch.equal(a, b) for a, b in zip(before, grads))

@@ -70,11 +70,19 @@ def parameter_groups(model: nn.Module, weight_decay: float, coefficient_lr: floa
     return groups
 
 
-def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coefficient_lr: float = 0.0):
-    """A DeepSpeed engine around `objective`, with a torch AdamW unless the JSON names an optimizer."""
+def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coefficient_lr: float = 0.0,
+                 clip_outside: bool = False):
+    """A DeepSpeed engine around `objective`, with a torch AdamW unless the JSON names an optimizer.
+
+    `clip_outside`: the caller runs `check_and_clip_gradients` before every optimizer step; where gradients
+    sit on the parameters until the step (fp32 ZeRO-0, our AdamW) DeepSpeed's own clipping is then turned off,
+    so the global norm is taken once, in one foreach pass, instead of twice, parameter by parameter.
+    """
     import deepspeed
 
     config = deepspeed_config(train, dist.world_size)
+    if clip_outside and _plain_fp32(config) and "optimizer" not in config:
+        config["gradient_clipping"] = 0.0
     groups = parameter_groups(objective, train.weight_decay, coefficient_lr)
     if "optimizer" in config:
         engine, *_ = deepspeed.initialize(model=objective, model_parameters=groups, config=config)
@@ -88,6 +96,21 @@ def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coeff
         # Averaging gradients over one rank changes nothing but costs a flatten/copy of every gradient.
         engine.enable_backward_allreduce = False
     return engine
+
+
+def check_and_clip_gradients(engine, max_norm: float) -> torch.Tensor | None:
+    """The global gradient norm where gradients sit on the parameters (None elsewhere), in one foreach pass;
+    clips them to `max_norm` where DeepSpeed does not (`build_engine(clip_outside=True)`) and the norm is finite.
+
+    The scale is DeepSpeed's and torch's: max_norm / (norm + 1e-6) where that is below 1.
+    """
+    params = [p for p in engine.module.parameters() if p.grad is not None]
+    if not params:
+        return None
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+    if max_norm > 0 and engine.gradient_clipping() == 0 and torch.isfinite(norm):
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+    return norm
 
 
 def _zero_stage(config: dict[str, Any]) -> int:

@@ -31,6 +31,7 @@ from earlybert.train.distributed import DistInfo, all_gather_object, all_reduce_
 from earlybert.train.engine import (
     build_engine,
     carry_optimizer_state,
+    check_and_clip_gradients,
     consolidated_copy,
     fp32_values,
     optimizer_name,
@@ -109,7 +110,8 @@ class Trainer:
             use_fast_dropout(model)
         objective = self.objective_cls(model, self.search.lambda_heads if searching else 0.0,
                                        self.search.lambda_ffn if searching else 0.0)
-        engine = build_engine(objective, self.train, self.dist, self.search.coefficient_lr if searching else 0.0)
+        engine = build_engine(objective, self.train, self.dist, self.search.coefficient_lr if searching else 0.0,
+                              clip_outside=True)  # `_check_gradients` clips
         engine.train()  # from_pretrained leaves models in eval mode: dropout must be on while training
         return engine
 
@@ -206,12 +208,10 @@ class Trainer:
         return metrics
 
     def _check_gradients(self) -> None:
-        """Stop on a non-finite gradient where gradients sit on the parameters (fp32, ZeRO 0)."""
-        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            if not torch.isfinite(norm):
-                self._stop_nonfinite("gradient norm", norm.item())
+        """Where gradients sit on the parameters (fp32, ZeRO 0): stop on a non-finite norm, else clip them."""
+        norm = check_and_clip_gradients(self.engine, self.train.max_grad_norm)
+        if norm is not None and not torch.isfinite(norm):
+            self._stop_nonfinite("gradient norm", norm.item())
 
     def _check_step_applied(self) -> None:
         """Stop where DeepSpeed skipped the update: ZeRO 1-3 and the bf16 wrappers find non-finite gradients
