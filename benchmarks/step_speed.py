@@ -3,8 +3,9 @@
 1. shrink: slim/full step time against the FLOP ratio (paper ratios and a harsher ticket); goal <= 1.05x.
 2. search: step time with coefficients attached / without; goal <= 1.02.
 3. mlm: our masked-position MLM step vs BertForMaskedLM's full-logit loss, plain PyTorch loop; goal >= 1.5x.
+4. rows: our MLM step with the last layer at the masked rows only vs at every row, against the FLOP ratio.
 
-    python -m benchmarks.step_speed [--layers 4 --batch 8 --rounds 10 --sections shrink search mlm
+    python -m benchmarks.step_speed [--layers 4 --batch 8 --rounds 10 --sections shrink search mlm rows
         --out benchmarks/results/step_speed.json]
 """
 
@@ -17,7 +18,8 @@ from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
 from benchmarks.common import alternate, print_table, write_json
-from earlybert.models.flops import accounting
+from earlybert.models.flops import ModelShape, accounting, training_flops_per_token
+from earlybert.models.last_layer_rows import disable_last_layer_rows
 from earlybert.ticket.coefficients import attach_coefficients
 from earlybert.ticket.masks import MaskSpec, random_ticket
 from earlybert.ticket.shrink import shrink_model
@@ -55,7 +57,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--sections", nargs="+", choices=["shrink", "search", "mlm"], default=["shrink", "search", "mlm"])
+    p.add_argument("--sections", nargs="+", choices=["shrink", "search", "mlm", "rows"],
+                   default=["shrink", "search", "mlm", "rows"])
     p.add_argument("--out", default="benchmarks/results/step_speed.json")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -70,6 +73,8 @@ def main() -> None:
         search_overhead(full, config, batch, args.rounds, results)
     if "mlm" in args.sections:
         mlm_vs_hf(full, config, batch, args.rounds, results)
+    if "rows" in args.sections:
+        last_layer_at_rows(full, config, batch, args.seq, args.rounds, results)
     write_json(args.out, results)
     print(f"\nwrote {args.out}")
 
@@ -121,6 +126,29 @@ def mlm_vs_hf(full: BertForMaskedLM, config: BertConfig, batch: dict, rounds: in
     results["mlm_vs_hf"] = {"hf_s": t["hf"], "ours_s": t["ours"], "throughput_ratio": speedup, "spread_s": spread}
     print("\n3. MLM training step vs BertForMaskedLM (goal: >= 1.5x throughput)")
     print_table(["HF s", "ours s", "throughput x"], [[f"{t['hf']:.3f}", f"{t['ours']:.3f}", f"{speedup:.2f}"]])
+
+
+def last_layer_at_rows(full: BertForMaskedLM, config: BertConfig, batch: dict, seq: int, rounds: int,
+                       results: dict) -> None:
+    """4. The same MLM step with the last layer at the masked rows (as we train) and at every row."""
+    every = BertForMaskedLM(config)
+    every.load_state_dict(full.state_dict())
+    whole = MaskedLMObjective(every)
+    disable_last_layer_rows(every)
+    spread = alternate({"masked rows": step_fn(MaskedLMObjective(full), batch), "every row": step_fn(whole, batch)},
+                       rounds)
+    t = {k: v["median"] for k, v in spread.items()}
+    fraction = float((batch["labels"] != -100).float().mean())
+    shape = ModelShape.of(full)
+    flop_ratio = (training_flops_per_token(shape, seq, fraction, fraction)
+                  / training_flops_per_token(shape, seq, fraction))
+    results["last_layer_rows"] = {"masked_rows_s": t["masked rows"], "every_row_s": t["every row"],
+                                  "speed": t["every row"] / t["masked rows"], "flop_ratio": flop_ratio,
+                                  "spread_s": spread}
+    print("\n4. last layer at the masked rows vs at every row (our MLM step)")
+    print_table(["every row s", "masked rows s", "speed x", "FLOP ratio (rows / every)"],
+                [[f"{t['every row']:.3f}", f"{t['masked rows']:.3f}", f"{t['every row'] / t['masked rows']:.3f}",
+                  f"{flop_ratio:.3f}"]])
 
 
 if __name__ == "__main__":

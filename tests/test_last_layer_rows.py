@@ -6,7 +6,12 @@ import torch.nn.functional as F
 
 from earlybert.models.adapters import get_adapter
 from earlybert.models.fast_dropout import ATTENTION as FAST_SDPA
-from earlybert.models.last_layer_rows import enable_last_layer_rows, last_layer_rows, supports_last_layer_rows
+from earlybert.models.last_layer_rows import (
+    disable_last_layer_rows,
+    enable_last_layer_rows,
+    last_layer_rows,
+    supports_last_layer_rows,
+)
 from earlybert.ticket.coefficients import attach_coefficients, ffn_coefficients, head_coefficients
 from earlybert.ticket.shrink import shrink_model
 from earlybert.ticket.ticket import Ticket
@@ -103,6 +108,10 @@ def test_outside_the_context_the_layer_computes_every_row():
     assert hidden[~rows].abs().sum() == 0  # rows not asked for are left at zero
     with torch.no_grad(), last_layer_rows(model, torch.zeros_like(rows)):  # nothing asked: the whole layer runs
         torch.testing.assert_close(model.base_model(**inputs).last_hidden_state, full)
+    disable_last_layer_rows(model)
+    with torch.no_grad(), last_layer_rows(model, rows) as on:
+        torch.testing.assert_close(model.base_model(**inputs).last_hidden_state, full)
+    assert not on
 
 
 def test_unsupported_family_is_left_untouched():

@@ -54,6 +54,14 @@ def enable_last_layer_rows(model: nn.Module) -> bool:
     return True
 
 
+def disable_last_layer_rows(model: nn.Module) -> None:
+    """Undo `enable_last_layer_rows`: the last layer runs its family's forward at every row again."""
+    layer = _last_layer(model)
+    if layer is not None and hasattr(layer, ROWS_ATTR):
+        del layer.forward
+        delattr(layer, ROWS_ATTR)
+
+
 @contextmanager
 def last_layer_rows(model: nn.Module, rows: torch.Tensor) -> Iterator[bool]:
     """Within the block the last layer computes only `rows` (others come out as zeros); yields whether on."""
