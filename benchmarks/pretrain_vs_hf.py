@@ -11,11 +11,15 @@ Each run is timed by wall clock around the whole call, set-up included on both s
 config, optimizer, one save with optimizer state at the end); the two alternate after a warm-up round. With
 `--short-steps N` each side also runs N steps in every round: (long run - short run) / (steps - N) is the
 time of one more training step with set-up and the final save cancelled, the steady-state rate of a long run.
+Each trainer's own step clock is also read (ours: the step times in metrics.jsonl; HF: a callback at every
+step's end): the median step from the third on, over the long runs of every round, is a second steady-state
+figure that whole-run noise does not enter.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -23,11 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from benchmarks.common import DEEPSPEED_CONFIG, alternate_runs, median_range, print_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = sorted((ROOT.parent / "shared" / "data" / "corpus").glob("*.txt.gz"))
 OURS, HF = "ours (earlybert pretrain, full model)", "HF Trainer + DataCollatorForLanguageModeling"
+STEP_SECONDS: dict[tuple[str, str], list[float]] = {}  # (variant, run folder) -> seconds of each step, in order
 SHAPE = ["model.hidden_size=768", "model.num_layers=12", "model.num_heads=12", "model.intermediate_size=3072",
          "model.vocab_size=30522", "model.max_position_embeddings=512", "data.seq_len=128", "data.max_documents=0"]
 
@@ -45,7 +52,20 @@ def ours(tokenizer: str, cache: Path, steps: int, out: Path, precision: str) -> 
                        f"train.deepspeed_config={ROOT / DEEPSPEED_CONFIG[precision]}"])
     started = time.perf_counter()
     run(cfg)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    STEP_SECONDS[(OURS, out.name)] = [r["tokens"] / r["tokens_per_s"] for r in records if "tokens_per_s" in r]
+    return seconds
+
+
+class StepClock(TrainerCallback):
+    """Notes when each of the HF Trainer's steps ends."""
+
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
 
 
 def hugging_face(tokenizer_path: str, blocks, steps: int, out: Path, precision: str) -> float:
@@ -70,7 +90,9 @@ def hugging_face(tokenizer_path: str, blocks, steps: int, out: Path, precision: 
     model = BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                        intermediate_size=3072, max_position_embeddings=512))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
+    clock = StepClock()
+    Trainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[clock]).train()
+    STEP_SECONDS[(HF, out.name)] = [b - a for a, b in zip(clock.ends, clock.ends[1:])]  # steps 2..N
     hugging_face.optim = str(args.optim)
     return time.perf_counter() - started
 
@@ -143,7 +165,33 @@ def report(args, times: dict[tuple[str, int], list[float]], lengths: list[int]) 
                       f"{1024 / statistics.median(v):.0f}"] for k, v in per_step.items()])
         print(f"ours / HF speed per step: {result['ours_vs_hf_speed_per_extra_step']:.3f}x "
               f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
+    result["in_trainer_step_s"] = in_trainer_steps(args.steps)
     write_json(args.out, result)
+
+
+def in_trainer_steps(steps: int) -> dict:
+    """Each trainer's own step times, steps 3..N of the long runs after the warm-up round: median, min-max, and
+    the ours / HF speed of each round's two runs."""
+    def kept(name: str) -> dict[str, list[float]]:  # run folder -> its step times from step 3 on
+        return {run: t[-(steps - 2):] for (v, run), t in STEP_SECONDS.items()
+                if v == name and len(t) >= steps - 2 and not run.startswith("run-0-")}
+    runs = {name: kept(name) for name in (OURS, HF)}
+    flat = {name: [x for t in r.values() for x in t] for name, r in runs.items()}
+    if not all(flat.values()):
+        return {}
+    rounds = sorted({run.split("-")[1] for r in runs.values() for run in r})
+    per_round = [statistics.median(next(t for run, t in runs[HF].items() if run.split("-")[1] == k))
+                 / statistics.median(next(t for run, t in runs[OURS].items() if run.split("-")[1] == k))
+                 for k in rounds]
+    out = {name: median_range(v) for name, v in flat.items()}
+    out["ours_vs_hf_speed"] = out[HF]["median"] / out[OURS]["median"]
+    out["ours_vs_hf_speed_rounds"] = per_round
+    print(f"\nin-trainer step clocks, steps 3-{steps} of every long run")
+    print_table(["variant", "median s", "min-max s", "tokens/s"],
+                [[k, f"{v['median']:.3f}", f"{v['min']:.3f}-{v['max']:.3f}", f"{1024 / v['median']:.0f}"]
+                 for k, v in ((n, out[n]) for n in (OURS, HF))])
+    print(f"ours / HF speed: {out['ours_vs_hf_speed']:.3f}x (rounds {min(per_round):.3f}-{max(per_round):.3f})")
+    return out
 
 
 if __name__ == "__main__":
