@@ -78,13 +78,13 @@ def last_layer_rows(model: nn.Module, rows: torch.Tensor) -> Iterator[bool]:
 
 def _forward_at_rows(self: nn.Module, hidden_states: torch.Tensor, attention_mask=None, *args, **kwargs):
     rows = getattr(self, ROWS_ATTR)
+    seq_of, pos = rows.nonzero(as_tuple=True) if rows is not None else (None, None)  # row-major, as `hidden[rows]`
     # This bypasses transformers' checkpointing wrapper (the class's forward): at a few rows the layer's
     # activations are small, so it is not recomputed in backward; the other layers still are.
-    if rows is None or not rows.any():
+    if seq_of is None or seq_of.numel() == 0:
         return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)
     batch, seq, width = hidden_states.shape
     # Lay the chosen rows out as [batch, slots]: attention needs each query beside its own sequence's keys.
-    seq_of, pos = rows.nonzero(as_tuple=True)  # row-major: the order `hidden[rows]` gives
     counts = torch.bincount(seq_of, minlength=batch)
     slots = int(counts.max())
     slot = torch.arange(seq_of.numel(), device=pos.device) - (counts.cumsum(0) - counts)[seq_of]
