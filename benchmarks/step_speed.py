@@ -39,7 +39,7 @@ def step_fn(objective: torch.nn.Module, batch: dict, full_logits: bool = False):
     """One forward + backward + AdamW step (the trainer's AdamW: fused where torch has it; our objectives with
     the trainer's in-place lookup gradient for tied embeddings, as under fp32 ZeRO-0)."""
     if not full_logits:
-        objective.lookup_gradient_in_place()
+        objective.tied_gradient_in_place()
     opt = adamw([{"params": list(objective.parameters()), "weight_decay": 0.0}], TrainConfig(lr=1e-5))
 
     def step():

@@ -56,7 +56,7 @@ def main() -> None:
         torch.manual_seed(0)
         started = time.perf_counter()
         objective = MaskedLMObjective(BertForMaskedLM(config))
-        objective.lookup_gradient_in_place()  # as the trainer does under fp32 ZeRO-0: the same work
+        objective.tied_gradient_in_place()  # as the trainer does under fp32 ZeRO-0: the same work
         opt = torch.optim.AdamW(objective.parameters(), lr=1e-5, fused=True)
         folder.mkdir(parents=True)
         with open(folder / "metrics.jsonl", "w") as log:

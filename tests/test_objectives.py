@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -60,17 +62,15 @@ def test_pretraining_objective_equals_hugging_face_mlm_plus_nsp():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_lookup_gradient_in_place_equals_autograds(family):
+def test_tied_gradient_in_place_equals_autograds(family):
     # Tied word embeddings add the lookup's rows into the decoder's dense gradient in place:
     # the parameters' gradients and one fused AdamW step must be what autograd's dense sum gives.
-    import copy
-
     from earlybert.train.engine import adamw
     from earlybert.train.trainer_config import TrainConfig
 
     dense = tiny_model(family, "masked_lm", vocab_size=300).train()
     in_place = copy.deepcopy(dense)
-    tied = MaskedLMObjective(in_place).lookup_gradient_in_place()
+    tied = MaskedLMObjective(in_place).tied_gradient_in_place()
     inputs = random_inputs(dense, batch=4, seq=16)
     labels = torch.where(torch.rand(inputs["input_ids"].shape, generator=torch.Generator().manual_seed(0)) < 0.15,
                          inputs["input_ids"], -100)
@@ -90,9 +90,43 @@ def test_lookup_gradient_in_place_equals_autograds(family):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_kept_decoder_gradient_is_overwritten_after_zero_grad_and_reused():
+    # After zero_grad(set_to_none=True) the next step writes into the same buffer: its gradient is that step's
+    # alone (not the sum with the last), and no new vocabulary-sized tensor is allocated.
+    from earlybert.train.objectives import KeptGradientDecoder
+
+    plain = tiny_model("bert", "masked_lm", vocab_size=300).train()
+    kept = copy.deepcopy(plain)
+    assert MaskedLMObjective(kept).tied_gradient_in_place()
+    assert isinstance(kept.get_output_embeddings(), KeptGradientDecoder)
+    addresses = []
+    for seed in range(3):
+        inputs = random_inputs(plain, batch=4, seq=16, seed=seed)
+        labels = torch.where(torch.rand(inputs["input_ids"].shape, generator=torch.Generator().manual_seed(seed))
+                             < 0.3, inputs["input_ids"], -100)
+        for model in (plain, kept):
+            model.zero_grad(set_to_none=True)
+            MaskedLMObjective(model)(**inputs, labels=labels)[0].backward()
+        grad = kept.get_input_embeddings().weight.grad
+        addresses.append(grad.data_ptr())
+        torch.testing.assert_close(grad, plain.get_input_embeddings().weight.grad, atol=1e-6, rtol=0)
+    assert len(set(addresses)) == 1
+
+
+def test_kept_decoder_outside_training_is_a_plain_linear():
+    model = tiny_model("bert", "masked_lm", vocab_size=300)
+    reference = copy.deepcopy(model)
+    assert MaskedLMObjective(model).tied_gradient_in_place()
+    hidden = torch.randn(5, model.config.hidden_size)
+    with torch.no_grad():
+        assert torch.equal(model.get_output_embeddings()(hidden), reference.get_output_embeddings()(hidden))
+    assert not hasattr(model.get_output_embeddings(), "_kept_gradient")
+    assert model.state_dict().keys() == reference.state_dict().keys()
+
+
 def test_a_lookup_gradient_landing_alone_starts_from_zeros():
     model = tiny_model("bert", "masked_lm")
-    assert MaskedLMObjective(model).lookup_gradient_in_place()
+    assert MaskedLMObjective(model).tied_gradient_in_place()
     embeddings = model.get_input_embeddings()
     embeddings(torch.tensor([[5, 6, 5, embeddings.padding_idx]])).sum().backward()
     grad = embeddings.weight.grad  # the padding row gets none, as in nn.Embedding
@@ -102,5 +136,5 @@ def test_a_lookup_gradient_landing_alone_starts_from_zeros():
 
 def test_untied_or_classification_models_keep_dense_lookups():
     classifier = tiny_model("bert", "sequence_classification")
-    assert not MaskedLMObjective(classifier).lookup_gradient_in_place()
+    assert not MaskedLMObjective(classifier).tied_gradient_in_place()
     assert type(classifier.get_input_embeddings()) is torch.nn.Embedding

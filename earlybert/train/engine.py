@@ -89,8 +89,8 @@ def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coeff
     else:
         # A client optimizer avoids JIT-building DeepSpeed's ops on CPU and keeps per-parameter state we can slice.
         optimizer = adamw(groups, train)
-        if _plain_fp32(config) and hasattr(objective, "lookup_gradient_in_place"):
-            objective.lookup_gradient_in_place()  # ZeRO 1-3 and the bf16 wrappers take gradients as they land
+        if _plain_fp32(config) and hasattr(objective, "tied_gradient_in_place"):
+            objective.tied_gradient_in_place()  # ZeRO 1-3 and the bf16 wrappers take gradients as they land
         engine, *_ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config)
     if dist.world_size == 1 and _zero_stage(config) == 0:
         # Averaging gradients over one rank changes nothing but costs a flatten/copy of every gradient.

@@ -88,6 +88,50 @@ def _add_rows(weight: nn.Parameter, input_ids: torch.Tensor, padding_idx: int | 
     weight.grad.index_add_(0, ids, rows.to(weight.grad.dtype))
 
 
+class KeptGradientDecoder(nn.Linear):
+    """A tied vocabulary decoder whose weight gradient is written into one buffer kept across steps.
+
+    The tied weight's gradient is the largest tensor of a step (vocabulary x hidden: 94 MB for BERT-base),
+    above glibc's 32 MB mmap limit: a fresh one each step is new pages the kernel must fault in and zero,
+    which doubled the time of its GEMM on our CPUs. Here backward writes it into the buffer of the previous
+    step when the gradient was cleared (`zero_grad(set_to_none=True)`, as DeepSpeed's fp32 ZeRO-0 does) and adds
+    onto it in place when a gradient is there (accumulation). As with DDP's gradient bucket views, a reference
+    to last step's gradient kept past `zero_grad` sees it overwritten. Only where gradients wait on the
+    parameters until the step (see `RowGradientEmbedding`).
+    """
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and self.weight.requires_grad) or torch.is_autocast_enabled(hidden.device.type):
+            return super().forward(hidden)
+        return _DecoderKeepingGradient.apply(hidden, self.weight.detach(), self.bias, self)
+
+
+class _DecoderKeepingGradient(torch.autograd.Function):
+    """hidden @ weight.T + bias; the weight's gradient goes to the module's kept buffer, not through autograd."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, module):
+        ctx.save_for_backward(hidden, weight)
+        ctx.module = module
+        return F.linear(hidden, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight = ctx.saved_tensors
+        rows_out, rows_in = grad_out.reshape(-1, grad_out.shape[-1]), hidden.reshape(-1, hidden.shape[-1])
+        parameter = ctx.module.weight
+        with torch.no_grad():
+            if parameter.grad is None:
+                kept = getattr(ctx.module, "_kept_gradient", None)
+                if kept is None or kept.shape != parameter.shape or kept.dtype != parameter.dtype:
+                    kept = ctx.module._kept_gradient = torch.empty_like(parameter)
+                parameter.grad = torch.mm(rows_out.t(), rows_in, out=kept)
+            else:
+                parameter.grad.addmm_(rows_out.t(), rows_in)
+        grad_bias = rows_out.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_out @ weight, None, grad_bias, None
+
+
 class MaskedLMObjective(Objective):
     """MLM loss computed from the hidden states of masked positions only.
 
@@ -100,14 +144,17 @@ class MaskedLMObjective(Objective):
         super().__init__(model, lambda_heads, lambda_ffn)
         enable_last_layer_rows(model)
 
-    def lookup_gradient_in_place(self) -> bool:
-        """Make tied word embeddings a `RowGradientEmbedding`: the lookup's rows are added into the decoder's
-        gradient in place. Same gradient, same parameters and state dict. Returns whether on."""
+    def tied_gradient_in_place(self) -> bool:
+        """Make tied word embeddings a `RowGradientEmbedding` and their decoder a `KeptGradientDecoder`: the
+        decoder writes the weight's gradient into a buffer kept across steps, the lookup adds its rows there.
+        Same gradient, same parameters and state dict. Returns whether on."""
         embeddings, decoder = self.model.get_input_embeddings(), self.model.get_output_embeddings()
         if type(embeddings) not in (nn.Embedding, RowGradientEmbedding) or decoder is None \
                 or decoder.weight is not embeddings.weight or embeddings.max_norm or embeddings.scale_grad_by_freq:
             return False
-        embeddings.__class__ = RowGradientEmbedding  # the module stays, only its forward changes
+        embeddings.__class__ = RowGradientEmbedding  # the modules stay, only their forwards change
+        if type(decoder) in (nn.Linear, KeptGradientDecoder):
+            decoder.__class__ = KeptGradientDecoder
         return True
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
