@@ -1,7 +1,9 @@
 """Where a training step's time goes, full vs slim: forward+backward and the AdamW update timed apart.
 
 Full and slim take turns every round (2 warm-up rounds dropped), so drift hits both alike; each phase
-is reported as median (min-max) seconds, with the ratios against the FLOP ratio.
+is reported as median (min-max) seconds, with the ratios against the FLOP ratio. A profiled pass (3 steps
+each) then splits the step by kind of work: encoder matmuls and attention, which a ticket shrinks, and the
+decoder's vocabulary matmuls, the MLM loss, AdamW and the rest, which it leaves as they are or shrinks less.
 
     python -m benchmarks.step_breakdown [--layers 4 --rounds 7 --out benchmarks/results/step_breakdown.json]
 """
@@ -37,6 +39,8 @@ def main() -> None:
     slim = shrink_model(full, random_ticket(full, MaskSpec(1 / 3, 0.4), seed=0))
     batch = make_batch(config.vocab_size, 8, 128)
     objectives = {"full": MaskedLMObjective(full), "slim": MaskedLMObjective(slim)}
+    for objective in objectives.values():
+        objective.tied_gradient_in_place()  # as the trainer does under fp32 ZeRO-0
     optimizers = {k: adamw([{"params": list(o.parameters()), "weight_decay": 0.0}], TrainConfig(lr=1e-5))
                   for k, o in objectives.items()}
     times = {k: {"compute": [], "update": []} for k in objectives}
@@ -50,6 +54,8 @@ def main() -> None:
             if round_ >= 2:
                 times[name]["compute"].append(t1 - t0)
                 times[name]["update"].append(time.perf_counter() - t1)
+    shares = {name: profile_shares(objective, optimizers[name], batch, config.vocab_size)
+              for name, objective in objectives.items()}
     flop_ratio = (accounting(slim, 128, 0.15)["train_flops_per_token"]
                   / accounting(full, 128, 0.15)["train_flops_per_token"])
     results = {"layers": args.layers, "batch": 8, "seq": 128, "rounds": args.rounds, "flop_ratio": flop_ratio,
@@ -68,7 +74,43 @@ def main() -> None:
     print_table(["model", "fwd+bwd s", "AdamW s", "params", "embedding params"], rows)
     print(f"slim/full: fwd+bwd {results['compute_ratio']:.3f}, AdamW {results['update_ratio']:.3f}, "
           f"FLOP ratio {flop_ratio:.3f}")
+    results["profiled_ms_per_step"] = shares
+    print("\nprofiled (op self time, ms a step, 3 steps each)")
+    print_table(["kind of work", "full ms", "slim ms", "slim/full"],
+                [[k, f"{shares['full'][k]:.1f}", f"{shares['slim'][k]:.1f}",
+                  f"{shares['slim'][k] / shares['full'][k]:.3f}" if shares["full"][k] else "-"]
+                 for k in shares["full"]])
     write_json(args.out, results)
+
+
+KINDS = ("encoder matmuls", "attention", "decoder matmuls", "MLM loss", "AdamW", "other")
+
+
+def kind_of(op: str, shapes: list, vocab: int) -> str:
+    """Which part of the step a profiled op belongs to (the vocabulary size in a shape marks the decoder)."""
+    on_vocab = any(vocab in shape for shape in shapes if isinstance(shape, list))
+    if op in ("aten::mm", "aten::addmm"):
+        return "decoder matmuls" if on_vocab else "encoder matmuls"
+    if "scaled_dot_product" in op:
+        return "attention"
+    if "adamw" in op.lower():
+        return "AdamW"
+    return "MLM loss" if on_vocab else "other"
+
+
+def profile_shares(objective, optimizer, batch: dict, vocab: int, steps: int = 3) -> dict[str, float]:
+    """Milliseconds a step of each kind of work, from the profiler's self time of every op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            objective(**batch)[0].backward()
+            optimizer.step()
+    ms = dict.fromkeys(KINDS, 0.0)
+    for event in prof.key_averages(group_by_input_shape=True):
+        ms[kind_of(event.key, event.input_shapes, vocab)] += event.self_cpu_time_total / 1e3 / steps
+    return ms
 
 
 if __name__ == "__main__":

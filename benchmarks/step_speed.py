@@ -4,14 +4,16 @@
 2. search: step time with coefficients attached / without; goal <= 1.02.
 3. mlm: our masked-position MLM step vs BertForMaskedLM's full-logit loss, plain PyTorch loop; goal >= 1.5x.
 4. rows: our MLM step with the last layer at the masked rows only vs at every row, against the FLOP ratio.
+5. kept: our MLM step with the tied decoder's gradient written into a buffer kept across steps vs a new one.
 
-    python -m benchmarks.step_speed [--layers 4 --batch 8 --rounds 10 --sections shrink search mlm rows
+    python -m benchmarks.step_speed [--layers 4 --batch 8 --rounds 10 --sections shrink search mlm rows kept
         --out benchmarks/results/step_speed.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 
 import torch
 from transformers import BertConfig, BertForMaskedLM
@@ -57,8 +59,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--sections", nargs="+", choices=["shrink", "search", "mlm", "rows"],
-                   default=["shrink", "search", "mlm", "rows"])
+    p.add_argument("--sections", nargs="+", choices=["shrink", "search", "mlm", "rows", "kept"],
+                   default=["shrink", "search", "mlm", "rows", "kept"])
     p.add_argument("--out", default="benchmarks/results/step_speed.json")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -75,6 +77,8 @@ def main() -> None:
         mlm_vs_hf(full, config, batch, args.rounds, results)
     if "rows" in args.sections:
         last_layer_at_rows(full, config, batch, args.seq, args.rounds, results)
+    if "kept" in args.sections:
+        kept_decoder_gradient(full, config, batch, args.rounds, results)
     write_json(args.out, results)
     print(f"\nwrote {args.out}")
 
@@ -149,6 +153,29 @@ def last_layer_at_rows(full: BertForMaskedLM, config: BertConfig, batch: dict, s
     print_table(["every row s", "masked rows s", "speed x", "FLOP ratio (rows / every)"],
                 [[f"{t['every row']:.3f}", f"{t['masked rows']:.3f}", f"{t['every row'] / t['masked rows']:.3f}",
                   f"{flop_ratio:.3f}"]])
+
+
+def kept_decoder_gradient(full: BertForMaskedLM, config: BertConfig, batch: dict, rounds: int, results: dict) -> None:
+    """5. The same MLM step with the tied decoder's weight gradient in a kept buffer (as we train) and new each
+    step (autograd's), with the minor page faults of one step of each."""
+    other = BertForMaskedLM(config)
+    other.load_state_dict(full.state_dict())
+    steps = {"kept": step_fn(MaskedLMObjective(full), batch), "new each step": step_fn(MaskedLMObjective(other), batch)}
+    other.get_output_embeddings().__class__ = torch.nn.Linear  # autograd's gradient: a fresh tensor every step
+    spread = alternate(steps, rounds)
+    faults = {}
+    for name, step in steps.items():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        step()
+        faults[name] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    t = {k: v["median"] for k, v in spread.items()}
+    results["kept_decoder_gradient"] = {"kept_s": t["kept"], "new_each_step_s": t["new each step"],
+                                        "speed": t["new each step"] / t["kept"], "minor_page_faults": faults,
+                                        "spread_s": spread}
+    print("\n5. tied decoder gradient in a kept buffer vs a new tensor each step (our MLM step)")
+    print_table(["new each step s", "kept s", "speed x", "page faults new / kept"],
+                [[f"{t['new each step']:.3f}", f"{t['kept']:.3f}", f"{t['new each step'] / t['kept']:.3f}",
+                  f"{faults['new each step']} / {faults['kept']}"]])
 
 
 if __name__ == "__main__":

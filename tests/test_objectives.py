@@ -109,6 +109,7 @@ def test_kept_decoder_gradient_is_overwritten_after_zero_grad_and_reused():
             MaskedLMObjective(model)(**inputs, labels=labels)[0].backward()
         grad = kept.get_input_embeddings().weight.grad
         addresses.append(grad.data_ptr())
+        assert grad.data_ptr() == kept.get_output_embeddings()._kept_gradient.data_ptr()
         torch.testing.assert_close(grad, plain.get_input_embeddings().weight.grad, atol=1e-6, rtol=0)
     assert len(set(addresses)) == 1
 

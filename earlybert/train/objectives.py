@@ -89,25 +89,26 @@ def _add_rows(weight: nn.Parameter, input_ids: torch.Tensor, padding_idx: int | 
 
 
 class KeptGradientDecoder(nn.Linear):
-    """A tied vocabulary decoder whose weight gradient is written into one buffer kept across steps.
+    """A tied vocabulary decoder whose weight gradient is computed into one buffer kept across steps.
 
     The tied weight's gradient is the largest tensor of a step (vocabulary x hidden: 94 MB for BERT-base),
-    above glibc's 32 MB mmap limit: a fresh one each step is new pages the kernel must fault in and zero,
-    which doubled the time of its GEMM on our CPUs. Here backward writes it into the buffer of the previous
-    step when the gradient was cleared (`zero_grad(set_to_none=True)`, as DeepSpeed's fp32 ZeRO-0 does) and adds
-    onto it in place when a gradient is there (accumulation). As with DDP's gradient bucket views, a reference
-    to last step's gradient kept past `zero_grad` sees it overwritten. Only where gradients wait on the
-    parameters until the step (see `RowGradientEmbedding`).
+    above glibc's 32 MB mmap limit: a fresh one each step is new pages the kernel must fault in and zero.
+    When the weight has no gradient yet (after `zero_grad(set_to_none=True)`, as DeepSpeed's fp32 ZeRO-0
+    does), backward writes it into the buffer of the previous step and hands autograd a view of it, which
+    becomes `.grad` without a copy; hooks on the weight still run. A second micro-batch's gradient is a new
+    tensor that autograd adds on. As with DDP's gradient bucket views, a reference to last step's gradient
+    kept past `zero_grad` sees it overwritten. Only where gradients wait on the parameters until the step
+    (see `RowGradientEmbedding`).
     """
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and self.weight.requires_grad) or torch.is_autocast_enabled(hidden.device.type):
             return super().forward(hidden)
-        return _DecoderKeepingGradient.apply(hidden, self.weight.detach(), self.bias, self)
+        return _DecoderKeepingGradient.apply(hidden, self.weight, self.bias, self)
 
 
 class _DecoderKeepingGradient(torch.autograd.Function):
-    """hidden @ weight.T + bias; the weight's gradient goes to the module's kept buffer, not through autograd."""
+    """hidden @ weight.T + bias, whose weight gradient is computed into the module's kept buffer when it can."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, module):
@@ -119,17 +120,19 @@ class _DecoderKeepingGradient(torch.autograd.Function):
     def backward(ctx, grad_out):
         hidden, weight = ctx.saved_tensors
         rows_out, rows_in = grad_out.reshape(-1, grad_out.shape[-1]), hidden.reshape(-1, hidden.shape[-1])
-        parameter = ctx.module.weight
-        with torch.no_grad():
-            if parameter.grad is None:
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            if ctx.module.weight.grad is None:
                 kept = getattr(ctx.module, "_kept_gradient", None)
-                if kept is None or kept.shape != parameter.shape or kept.dtype != parameter.dtype:
-                    kept = ctx.module._kept_gradient = torch.empty_like(parameter)
-                parameter.grad = torch.mm(rows_out.t(), rows_in, out=kept)
-            else:
-                parameter.grad.addmm_(rows_out.t(), rows_in)
+                if kept is None or kept.shape != weight.shape or kept.dtype != weight.dtype:
+                    kept = ctx.module._kept_gradient = torch.empty_like(weight)
+                # A new tensor object on the kept storage: autograd, holding its only reference, adopts it as .grad.
+                grad_weight = torch.mm(rows_out.t(), rows_in, out=kept).detach()
+            else:  # accumulating: .grad may be the kept buffer itself, so this one must be new
+                grad_weight = rows_out.t() @ rows_in
         grad_bias = rows_out.sum(0) if ctx.needs_input_grad[2] else None
-        return grad_out @ weight, None, grad_bias, None
+        grad_hidden = grad_out @ weight if ctx.needs_input_grad[0] else None
+        return grad_hidden, grad_weight, grad_bias, None
 
 
 class MaskedLMObjective(Objective):
@@ -146,7 +149,7 @@ class MaskedLMObjective(Objective):
 
     def tied_gradient_in_place(self) -> bool:
         """Make tied word embeddings a `RowGradientEmbedding` and their decoder a `KeptGradientDecoder`: the
-        decoder writes the weight's gradient into a buffer kept across steps, the lookup adds its rows there.
+        decoder computes the weight's gradient into a buffer kept across steps, the lookup adds its rows there.
         Same gradient, same parameters and state dict. Returns whether on."""
         embeddings, decoder = self.model.get_input_embeddings(), self.model.get_output_embeddings()
         if type(embeddings) not in (nn.Embedding, RowGradientEmbedding) or decoder is None \
