@@ -22,8 +22,9 @@ def median_range(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, dict[str, float]]:
-    """Median, min and max seconds per call of each variant, calling them in turn so drift hits all alike."""
+def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, dict]:
+    """Median, min and max seconds per call of each variant, calling them in turn so drift hits all alike; "runs"
+    keeps every round's seconds, in order, for ratios paired within a round."""
     for fn in variants.values():
         for _ in range(warmup):
             fn()
@@ -33,7 +34,13 @@ def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int 
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {k: median_range(v) for k, v in times.items()}
+    return {k: median_range(v) | {"runs": v} for k, v in times.items()}
+
+
+def paired(spread: dict[str, dict], numerator: str, denominator: str, scale: float = 1.0) -> dict[str, float]:
+    """Median, min and max over rounds of one variant's seconds over another's in the same round (times `scale`):
+    the machine's slow swings (this one's can be 30%) hit both sides of a round alike."""
+    return median_range([n / d * scale for n, d in zip(spread[numerator]["runs"], spread[denominator]["runs"])])
 
 
 def alternate_runs(variants: dict[Hashable, Callable[[Path], float]], repeats: int, folder: Path,
