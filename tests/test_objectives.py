@@ -114,6 +114,25 @@ def test_kept_decoder_gradient_is_overwritten_after_zero_grad_and_reused():
     assert len(set(addresses)) == 1
 
 
+def test_a_hook_on_the_tied_weight_gets_the_decoder_gradient_and_its_result_lands():
+    # The kept buffer reaches .grad through autograd, so hooks on the weight run (NaN checks and clipping hooks
+    # rely on it); the lookup's rows are added after them, where the gradient lies.
+    model = tiny_model("bert", "masked_lm", vocab_size=300).train()
+    assert MaskedLMObjective(model).tied_gradient_in_place()
+    inputs = random_inputs(model, batch=4, seq=16)
+    labels = torch.where(torch.rand(inputs["input_ids"].shape, generator=torch.Generator().manual_seed(0)) < 0.3,
+                         inputs["input_ids"], -100)
+    seen = []
+    weight = model.get_input_embeddings().weight
+    weight.register_hook(lambda grad: (seen.append(grad.clone()), torch.zeros_like(grad))[1])
+    MaskedLMObjective(model)(**inputs, labels=labels)[0].backward()
+    looked_up = torch.zeros(weight.shape[0], dtype=torch.bool)
+    looked_up[inputs["input_ids"].unique()] = True
+    assert len(seen) == 1 and seen[0][~looked_up].abs().sum() > 0  # the decoder's gradient covers every row
+    assert weight.grad[~looked_up].eq(0).all()  # the hook's zeros landed ...
+    assert weight.grad[looked_up].abs().sum() > 0  # ... and the lookup's rows were added after it
+
+
 def test_kept_decoder_outside_training_is_a_plain_linear():
     model = tiny_model("bert", "masked_lm", vocab_size=300)
     reference = copy.deepcopy(model)

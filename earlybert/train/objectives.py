@@ -95,10 +95,10 @@ class KeptGradientDecoder(nn.Linear):
     above glibc's 32 MB mmap limit: a fresh one each step is new pages the kernel must fault in and zero.
     When the weight has no gradient yet (after `zero_grad(set_to_none=True)`, as DeepSpeed's fp32 ZeRO-0
     does), backward writes it into the buffer of the previous step and hands autograd a view of it, which
-    becomes `.grad` without a copy; hooks on the weight still run. A second micro-batch's gradient is a new
-    tensor that autograd adds on. As with DDP's gradient bucket views, a reference to last step's gradient
-    kept past `zero_grad` sees it overwritten. Only where gradients wait on the parameters until the step
-    (see `RowGradientEmbedding`).
+    becomes `.grad` without a copy; hooks on the weight still run, on the decoder's part (the lookup's rows are
+    added after them). A second micro-batch's gradient is a new tensor that autograd adds on. As with DDP's
+    gradient bucket views, a reference to last step's gradient kept past `zero_grad` sees it overwritten. Only
+    where gradients wait on the parameters until the step (see `RowGradientEmbedding`).
     """
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
