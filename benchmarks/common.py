@@ -22,6 +22,11 @@ def median_range(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def range_text(r: dict[str, float], digits: int = 3) -> str:
+    """A `median_range` as "median (min-max)"."""
+    return f"{r['median']:.{digits}f} ({r['min']:.{digits}f}-{r['max']:.{digits}f})"
+
+
 def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, dict]:
     """Median, min and max seconds per call of each variant, calling them in turn so drift hits all alike; "runs"
     keeps every round's seconds, in order, for ratios paired within a round."""

@@ -17,7 +17,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
-from benchmarks.common import median_range, print_table, write_json
+from benchmarks.common import median_range, print_table, range_text, write_json
 from benchmarks.step_speed import make_batch
 from earlybert.models.flops import accounting
 from earlybert.ticket.masks import MaskSpec, random_ticket
@@ -66,8 +66,7 @@ def main() -> None:
         results[name] = {phase: median_range(v) for phase, v in times[name].items()}
         results[name].update(params=sum(p.numel() for p in model.parameters()), embedding_params=embedding)
         c, u = results[name]["compute"], results[name]["update"]
-        rows.append([name, f"{c['median']:.3f} ({c['min']:.3f}-{c['max']:.3f})",
-                     f"{u['median']:.3f} ({u['min']:.3f}-{u['max']:.3f})", f"{results[name]['params']:,}",
+        rows.append([name, range_text(c), range_text(u), f"{results[name]['params']:,}",
                      f"{embedding:,}"])
     for phase in ("compute", "update"):
         results[f"{phase}_ratio"] = results["slim"][phase]["median"] / results["full"][phase]["median"]

@@ -19,7 +19,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
-from benchmarks.common import alternate, paired, print_table, write_json
+from benchmarks.common import alternate, paired, print_table, range_text, write_json
 from earlybert.models.flops import ModelShape, accounting, training_flops_per_token
 from earlybert.models.last_layer_rows import disable_last_layer_rows
 from earlybert.ticket.coefficients import attach_coefficients
@@ -98,7 +98,7 @@ def shrink_vs_flops(full: BertForMaskedLM, batch: dict, seq: int, rounds: int, r
         rounds_ratio = paired(spread, "slim", "full", 1 / flop_ratio)
         rows.append([name, f"{t['full']:.3f}", f"{t['slim']:.3f}", f"{time_ratio:.3f}", f"{flop_ratio:.3f}",
                      f"{time_ratio / flop_ratio:.3f}",
-                     f"{rounds_ratio['median']:.3f} ({rounds_ratio['min']:.3f}-{rounds_ratio['max']:.3f})"])
+                     range_text(rounds_ratio)])
         results[f"shrink {name}"] = {"full_s": t["full"], "slim_s": t["slim"], "time_ratio": time_ratio,
                                      "flop_ratio": flop_ratio, "time_over_flop": time_ratio / flop_ratio,
                                      "time_over_flop_paired_rounds": rounds_ratio, "spread_s": spread}
@@ -122,7 +122,7 @@ def search_overhead(full: BertForMaskedLM, config: BertConfig, batch: dict, roun
     print("\n2. search overhead (goal: <= 1.02)")
     print_table(["plain s", "with coefficients s", "ratio", "paired rounds ratio"],
                 [[f"{t['plain']:.3f}", f"{t['coefficients']:.3f}", f"{t['coefficients'] / t['plain']:.3f}",
-                  f"{rounds_ratio['median']:.3f} ({rounds_ratio['min']:.3f}-{rounds_ratio['max']:.3f})"]])
+                  range_text(rounds_ratio)]])
 
 
 def mlm_vs_hf(full: BertForMaskedLM, config: BertConfig, batch: dict, rounds: int, results: dict) -> None:
@@ -182,7 +182,7 @@ def kept_decoder_gradient(full: BertForMaskedLM, config: BertConfig, batch: dict
     print("\n5. tied decoder gradient in a kept buffer vs a new tensor each step (our MLM step)")
     print_table(["new each step s", "kept s", "speed x", "paired rounds speed x", "page faults new / kept"],
                 [[f"{t['new each step']:.3f}", f"{t['kept']:.3f}", f"{t['new each step'] / t['kept']:.3f}",
-                  f"{rounds_speed['median']:.3f} ({rounds_speed['min']:.3f}-{rounds_speed['max']:.3f})",
+                  range_text(rounds_speed),
                   f"{faults['new each step']} / {faults['kept']}"]])
 
 
