@@ -28,14 +28,16 @@ def range_text(r: dict[str, float], digits: int = 3) -> str:
 
 
 def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, dict]:
-    """Median, min and max seconds per call of each variant, calling them in turn so drift hits all alike; "runs"
-    keeps every round's seconds, in order, for ratios paired within a round."""
+    """Median, min and max seconds per call of each variant, calling them in turn so drift hits all alike (odd
+    rounds in reverse order, so none always runs first); "runs" keeps every round's seconds, in order, for ratios
+    paired within a round."""
     for fn in variants.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    order = list(variants.items())
+    for round_ in range(rounds):
+        for name, fn in order if round_ % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

@@ -5,8 +5,9 @@
 3. mlm: our masked-position MLM step vs BertForMaskedLM's full-logit loss, plain PyTorch loop; goal >= 1.5x.
 4. rows: our MLM step with the last layer at the masked rows only vs at every row, against the FLOP ratio.
 5. kept: our MLM step with the tied decoder's gradient written into a buffer kept across steps vs a new one.
+6. loss: the MLM loss alone (forward, argmax, backward) on the masked rows' logits, ours vs torch's.
 
-    python -m benchmarks.step_speed [--layers 4 --batch 8 --rounds 10 --sections shrink search mlm rows kept
+    python -m benchmarks.step_speed [--layers 4 --batch 8 --rounds 10 --sections shrink search mlm rows kept loss
         --out benchmarks/results/step_speed.json]
 """
 
@@ -16,6 +17,7 @@ import argparse
 import resource
 
 import torch
+import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
@@ -26,6 +28,7 @@ from earlybert.ticket.coefficients import attach_coefficients
 from earlybert.ticket.masks import MaskSpec, random_ticket
 from earlybert.ticket.shrink import shrink_model
 from earlybert.train.engine import adamw
+from earlybert.train.losses import cross_entropy_and_argmax
 from earlybert.train.objectives import MaskedLMObjective
 from earlybert.train.trainer_config import TrainConfig
 
@@ -59,8 +62,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--sections", nargs="+", choices=["shrink", "search", "mlm", "rows", "kept"],
-                   default=["shrink", "search", "mlm", "rows", "kept"])
+    p.add_argument("--sections", nargs="+", choices=["shrink", "search", "mlm", "rows", "kept", "loss"],
+                   default=["shrink", "search", "mlm", "rows", "kept", "loss"])
     p.add_argument("--out", default="benchmarks/results/step_speed.json")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -79,6 +82,8 @@ def main() -> None:
         last_layer_at_rows(full, config, batch, args.seq, args.rounds, results)
     if "kept" in args.sections:
         kept_decoder_gradient(full, config, batch, args.rounds, results)
+    if "loss" in args.sections:
+        masked_lm_loss(config, batch, args.rounds, results)
     write_json(args.out, results)
     print(f"\nwrote {args.out}")
 
@@ -184,6 +189,37 @@ def kept_decoder_gradient(full: BertForMaskedLM, config: BertConfig, batch: dict
                 [[f"{t['new each step']:.3f}", f"{t['kept']:.3f}", f"{t['new each step'] / t['kept']:.3f}",
                   range_text(rounds_speed),
                   f"{faults['new each step']} / {faults['kept']}"]])
+
+
+def masked_lm_loss(config: BertConfig, batch: dict, rounds: int, results: dict) -> None:
+    """6. The loss on the masked rows' logits alone: forward, argmax for accuracy, backward; ours vs torch's
+    log_softmax + nll_loss + argmax. Ten calls a timing (one call is a few milliseconds)."""
+    rows = int((batch["labels"] != -100).sum())
+    logits = torch.randn(rows, config.vocab_size, generator=torch.Generator().manual_seed(0)) * 4
+    targets = batch["labels"][batch["labels"] != -100]
+
+    def torchs() -> torch.Tensor:
+        x = logits.clone().requires_grad_()
+        F.cross_entropy(x, targets, reduction="sum").backward()
+        return x.argmax(-1)
+
+    def ours() -> torch.Tensor:
+        x = logits.clone().requires_grad_()
+        loss, predicted = cross_entropy_and_argmax(x, targets)
+        loss.backward()
+        return predicted
+
+    spread = alternate({"torch": lambda: [torchs() for _ in range(10)], "ours": lambda: [ours() for _ in range(10)]},
+                       rounds)
+    t = {k: v["median"] / 10 for k, v in spread.items()}
+    rounds_speed = paired(spread, "torch", "ours")
+    results["masked_lm_loss"] = {"rows": rows, "torch_ms": t["torch"] * 1e3, "ours_ms": t["ours"] * 1e3,
+                                 "speed": t["torch"] / t["ours"], "speed_paired_rounds": rounds_speed,
+                                 "spread_s_per_10_calls": spread}
+    print(f"\n6. MLM loss alone on {rows} masked rows x {config.vocab_size} (forward, argmax, backward)")
+    print_table(["torch ms", "ours ms", "speed x", "paired rounds speed x"],
+                [[f"{t['torch'] * 1e3:.2f}", f"{t['ours'] * 1e3:.2f}", f"{t['torch'] / t['ours']:.3f}",
+                  range_text(rounds_speed)]])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from torch import nn
 from earlybert.models.adapters import get_adapter, model_inputs
 from earlybert.models.last_layer_rows import enable_last_layer_rows, last_layer_rows
 from earlybert.ticket.coefficients import has_coefficients, l1_penalty
+from earlybert.train.losses import cross_entropy_and_argmax
 
 
 class Stat(IntEnum):
@@ -167,11 +168,11 @@ class MaskedLMObjective(Objective):
             hidden = self.model.base_model(**inputs).last_hidden_state
         logits = get_adapter(self.model).mlm_logits(self.model, hidden[selected])
         targets = labels[selected]
-        summed = F.cross_entropy(logits.float(), targets, reduction="sum")
+        summed, predicted = cross_entropy_and_argmax(logits.float(), targets)
         denominator = targets.numel() if loss_denominator is None else loss_denominator
         l1 = self.penalty(summed)
         with torch.no_grad():
-            correct = (logits.argmax(-1) == targets).sum().float()
+            correct = (predicted == targets).sum().float()
             stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(targets.numel())), l1.detach()])
         return summed / denominator + l1, stats
 
@@ -185,12 +186,12 @@ class PretrainingObjective(MaskedLMObjective):
         selected = labels != -100
         logits = get_adapter(self.model).mlm_logits(self.model, out.last_hidden_state[selected])
         targets = labels[selected]
-        summed = F.cross_entropy(logits.float(), targets, reduction="sum")
+        summed, predicted = cross_entropy_and_argmax(logits.float(), targets)
         nsp = F.cross_entropy(self.model.cls.seq_relationship(out.pooler_output).float(), next_sentence_label)
         denominator = targets.numel() if loss_denominator is None else loss_denominator
         l1 = self.penalty(summed)
         with torch.no_grad():
-            correct = (logits.argmax(-1) == targets).sum().float()
+            correct = (predicted == targets).sum().float()
             stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(targets.numel())), l1.detach()])
         return summed / denominator + nsp + l1, stats
 
