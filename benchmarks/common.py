@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import time
 from collections.abc import Callable, Hashable
@@ -23,8 +24,18 @@ def median_range(values: list[float]) -> dict[str, float]:
 
 
 def range_text(r: dict[str, float], digits: int = 3) -> str:
-    """A `median_range` as "median (min-max)"."""
-    return f"{r['median']:.{digits}f} ({r['min']:.{digits}f}-{r['max']:.{digits}f})"
+    """A `median_range` as "median (min-max)", with " CI lo-hi" where it carries a `median_ci95`."""
+    text = f"{r['median']:.{digits}f} ({r['min']:.{digits}f}-{r['max']:.{digits}f})"
+    if "median_ci95" in r:
+        text += " CI {:.{d}f}-{:.{d}f}".format(*r["median_ci95"], d=digits)
+    return text
+
+
+def median_ci95(values: list[float], resamples: int = 4000, seed: int = 0) -> list[float]:
+    """A 95% bootstrap interval of the median: a threshold outside it is a conclusion, one inside is not."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return [medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]]
 
 
 def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, dict]:
@@ -46,8 +57,10 @@ def alternate(variants: dict[str, Callable[[], None]], rounds: int, warmup: int 
 
 def paired(spread: dict[str, dict], numerator: str, denominator: str, scale: float = 1.0) -> dict[str, float]:
     """Median, min and max over rounds of one variant's seconds over another's in the same round (times `scale`):
-    the machine's slow swings (this one's can be 30%) hit both sides of a round alike."""
-    return median_range([n / d * scale for n, d in zip(spread[numerator]["runs"], spread[denominator]["runs"])])
+    the machine's slow swings (this one's can be 30%) hit both sides of a round alike; with the median's 95%
+    bootstrap interval."""
+    ratios = [n / d * scale for n, d in zip(spread[numerator]["runs"], spread[denominator]["runs"])]
+    return median_range(ratios) | {"median_ci95": median_ci95(ratios)}
 
 
 def alternate_runs(variants: dict[Hashable, Callable[[Path], float]], repeats: int, folder: Path,
