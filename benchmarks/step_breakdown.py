@@ -1,9 +1,11 @@
 """Where a training step's time goes, full vs slim: forward+backward and the AdamW update timed apart.
 
 Full and slim take turns every round (2 warm-up rounds dropped), so drift hits both alike; each phase
-is reported as median (min-max) seconds, with the ratios against the FLOP ratio. A profiled pass (3 steps
-each) then splits the step by kind of work: encoder matmuls and attention, which a ticket shrinks, and the
-decoder's vocabulary matmuls, the MLM loss, AdamW and the rest, which it leaves as they are or shrinks less.
+is reported as median (min-max) seconds, with the ratios against the FLOP ratio. Profiled passes (3 steps
+each, 4 passes taking turns) then split the step by kind of work: encoder matmuls and attention, which a
+ticket shrinks, and the decoder's vocabulary matmuls, the MLM loss, AdamW and the rest, which it leaves as
+they are or shrinks less. A forward + backward on one sequence of 8 tokens gives the part of a step that
+does not scale with tokens.
 
     python -m benchmarks.step_breakdown [--layers 4 --rounds 7 --out benchmarks/results/step_breakdown.json]
 """
@@ -17,7 +19,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
-from benchmarks.common import median_range, print_table, range_text, write_json
+from benchmarks.common import alternate, median_range, print_table, range_text, write_json
 from benchmarks.step_speed import make_batch
 from earlybert.models.flops import accounting
 from earlybert.ticket.masks import MaskSpec, random_ticket
@@ -54,8 +56,12 @@ def main() -> None:
             if round_ >= 2:
                 times[name]["compute"].append(t1 - t0)
                 times[name]["update"].append(time.perf_counter() - t1)
-    shares = {name: profile_shares(objective, optimizers[name], batch, config.vocab_size)
-              for name, objective in objectives.items()}
+    floor = token_free_floor(objectives, config.vocab_size, args.rounds)
+    shares = {name: dict.fromkeys(KINDS, 0.0) for name in objectives}
+    for pass_ in range(PROFILED_PASSES):  # taking turns, as the timed rounds do
+        for name in list(objectives)[:: 1 if pass_ % 2 == 0 else -1]:
+            for kind, ms in profile_shares(objectives[name], optimizers[name], batch, config.vocab_size).items():
+                shares[name][kind] += ms / PROFILED_PASSES
     flop_ratio = (accounting(slim, 128, 0.15)["train_flops_per_token"]
                   / accounting(full, 128, 0.15)["train_flops_per_token"])
     results = {"layers": args.layers, "batch": 8, "seq": 128, "rounds": args.rounds, "flop_ratio": flop_ratio,
@@ -73,8 +79,11 @@ def main() -> None:
     print_table(["model", "fwd+bwd s", "AdamW s", "params", "embedding params"], rows)
     print(f"slim/full: fwd+bwd {results['compute_ratio']:.3f}, AdamW {results['update_ratio']:.3f}, "
           f"FLOP ratio {flop_ratio:.3f}")
+    results["floor_fwd_bwd_s"] = floor
+    print("\nforward + backward of one sequence of 8 tokens (the part of a step that does not scale with tokens)")
+    print_table(["model", "s"], [[name, range_text(v)] for name, v in floor.items()])
     results["profiled_ms_per_step"] = shares
-    print("\nprofiled (op self time, ms a step, 3 steps each)")
+    print(f"\nprofiled (op self time, ms a step, {PROFILED_PASSES} passes of 3 steps each, taking turns)")
     print_table(["kind of work", "full ms", "slim ms", "slim/full"],
                 [[k, f"{shares['full'][k]:.1f}", f"{shares['slim'][k]:.1f}",
                   f"{shares['slim'][k] / shares['full'][k]:.3f}" if shares["full"][k] else "-"]
@@ -82,6 +91,23 @@ def main() -> None:
     write_json(args.out, results)
 
 
+def token_free_floor(objectives: dict, vocab: int, rounds: int) -> dict[str, dict]:
+    """Forward + backward seconds of each model on one sequence of 8 tokens, 2 of them masked, taking turns: what a
+    step costs whatever its tokens (every parameter's gradient written, the dispatch of every op)."""
+    tiny = make_batch(vocab, 1, 8, seed=1)
+    tiny["labels"][0, :2] = tiny["input_ids"][0, :2]
+
+    def fwd_bwd(objective):
+        def run():
+            objective.zero_grad(set_to_none=True)
+            objective(**tiny)[0].backward()
+        return run
+
+    spread = alternate({name: fwd_bwd(o) for name, o in objectives.items()}, rounds)
+    return {name: {k: v for k, v in r.items() if k != "runs"} for name, r in spread.items()}
+
+
+PROFILED_PASSES = 4
 KINDS = ("encoder matmuls", "attention", "decoder matmuls", "MLM loss", "AdamW", "other")
 
 
