@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -17,6 +19,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import earlybert  # noqa: E402,F401  (registers the slim Auto classes)
 from earlybert.models.adapters import adapter_for_type  # noqa: E402
+from earlybert.report.machine import machine_info  # noqa: E402
 
 FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "deberta-v2", "modernbert")
 TASKS = ("masked_lm", "sequence_classification", "question_answering")
@@ -142,3 +145,42 @@ def torchrun(script: str, *args: str, env: dict | None = None, timeout: int = 60
     return subprocess.run([launcher, "--standalone", "--nproc_per_node", "2", script, *args], cwd=REPO,
                           env=clean_env(PYTHONUNBUFFERED="1", **(env or {})), capture_output=True, text=True,
                           timeout=timeout)
+
+
+class UninterruptedRuns:
+    """Uninterrupted runs to hold a resumed run against: the first given, then up to two more made on demand.
+
+    A resumed run must equal one of them bit for bit. One is enough where the CPU's kernels are deterministic
+    (every run on our development machines). Once in CI the uninterrupted run differed by an ulp from three runs
+    resumed from different steps, which printed the same values: there the reference is the odd one out, and
+    another uninterrupted run settles it. A resume bug matches none of them.
+    """
+
+    def __init__(self, first: Path, rerun: Callable[[int], Path], most: int = 3):
+        self.rerun, self.most = rerun, most
+        self.runs = [(first, load_file(first / "model" / "model.safetensors"))]
+
+    def assert_matches(self, run_dir: Path) -> Path:
+        """The folder of the uninterrupted run whose weights `run_dir`'s equal bit for bit; fails where none does."""
+        got = load_file(run_dir / "model" / "model.safetensors")
+        while True:
+            for folder, expected in self.runs:
+                if expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected):
+                    return folder
+            if len(self.runs) == self.most:
+                break
+            folder = self.rerun(len(self.runs))
+            self.runs.append((folder, load_file(folder / "model" / "model.safetensors")))
+        machine = machine_info()
+        pytest.fail("\n".join([f"{run_dir} equals none of {len(self.runs)} uninterrupted runs, on {machine['cpu']} "
+                               f"({machine['cpu_features']}, {machine['threads']} threads):",
+                               *(weight_differences(expected, got) for _, expected in self.runs)]))
+
+
+def weight_differences(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """Which tensors differ and by how much, for a failure message."""
+    if expected.keys() != got.keys():
+        return f"other tensors: {sorted(expected.keys() ^ got.keys())}"
+    differ = {k: (expected[k] - got[k]).abs().max().item() for k in expected if not torch.equal(expected[k], got[k])}
+    largest = sorted(differ.items(), key=lambda item: -item[1])[:3]
+    return f"{len(differ)} of {len(expected)} tensors differ, the largest gaps {largest}"

@@ -11,9 +11,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
-from earlybert.report.machine import machine_info
 from earlybert.ticket.ticket import Ticket
-from tests.conftest import REPO, clean_env, kill_at_step, run_earlybert, torchrun
+from tests.conftest import REPO, UninterruptedRuns, clean_env, kill_at_step, run_earlybert, torchrun
 
 TINY = str(REPO / "configs/pretrain/tiny.yaml")
 
@@ -36,53 +35,20 @@ def baseline(tmp_path_factory, pydoc_corpus) -> Path:
     return root / "run"
 
 
-class UninterruptedRuns:
-    """The weights of uninterrupted tiny runs: the baseline's, then up to two more runs made on demand.
-
-    A resumed run must equal one of them bit for bit. One reference is enough where the CPU's kernels are
-    deterministic (every run on our development machines). Once in CI the baseline differed from three resumed
-    runs by an ulp while they printed the same values: there a reference can be the odd one out, and another
-    uninterrupted run settles it. Each extra run prepares the corpus into a cache of its own (with the baseline's
-    vocabulary), as the baseline did, so a difference between preparing it and reading it would still fail. A
-    resume bug matches none of them.
-    """
-
-    def __init__(self, baseline: Path, corpus: Path):
-        self.baseline, self.corpus = baseline, corpus
-        self.weights = [load_file(baseline / "model" / "model.safetensors")]
-
-    def assert_matches(self, run_dir: Path) -> None:
-        got = load_file(run_dir / "model" / "model.safetensors")
-        while not any(same_weights(expected, got) for expected in self.weights) and len(self.weights) < 3:
-            extra = self.baseline.parent / f"run-{len(self.weights)}"
-            cache = self.baseline.parent / f"cache-{len(self.weights)}"
-            for trained in (self.baseline.parent / "cache").glob("tokenizer-*"):  # WordPiece training breaks ties
-                shutil.copytree(trained, cache / trained.name)  # in hash order: keep the baseline's vocabulary
-            result = run_earlybert("pretrain", *tiny_args(extra, self.corpus, cache))
-            assert result.returncode == 0, result.stderr[-3000:]
-            self.weights.append(load_file(extra / "model" / "model.safetensors"))
-        machine = machine_info()
-        assert any(same_weights(expected, got) for expected in self.weights), "\n".join(
-            [f"on {machine['cpu']} ({machine['cpu_features']}, {machine['threads']} threads):",
-             *(weight_differences(expected, got) for expected in self.weights)])
-
-
-def same_weights(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> bool:
-    return expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
-
-
-def weight_differences(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
-    """Which tensors differ and by how much, for a failure message."""
-    if expected.keys() != got.keys():
-        return f"other tensors: {sorted(expected.keys() ^ got.keys())}"
-    differ = {k: (expected[k] - got[k]).abs().max().item() for k in expected if not torch.equal(expected[k], got[k])}
-    largest = sorted(differ.items(), key=lambda item: -item[1])[:3]
-    return f"{len(differ)} of {len(expected)} tensors differ, the largest gaps {largest}"
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(baseline, pydoc_corpus) -> UninterruptedRuns:
-    return UninterruptedRuns(baseline, pydoc_corpus)
+    """The baseline, and more uninterrupted runs on demand: each prepares the corpus into a cache of its own (with
+    the baseline's vocabulary: WordPiece training breaks ties in hash order), as the baseline did, so a difference
+    between preparing the corpus and reading it would still fail."""
+    def rerun(n: int) -> Path:
+        cache = baseline.parent / f"cache-{n}"
+        for trained in (baseline.parent / "cache").glob("tokenizer-*"):
+            shutil.copytree(trained, cache / trained.name)
+        result = run_earlybert("pretrain", *tiny_args(baseline.parent / f"run-{n}", pydoc_corpus, cache))
+        assert result.returncode == 0, result.stderr[-3000:]
+        return baseline.parent / f"run-{n}"
+
+    return UninterruptedRuns(baseline, rerun)
 
 
 def test_search_fires_shrinks_trains_on_and_saves_a_loadable_slim_model(baseline):
@@ -178,8 +144,6 @@ def test_two_ranks_and_one_rank_draw_the_same_ticket(pydoc_corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     result = torchrun("pretrain/run_pretrain.py", *two)
     assert result.returncode == 0, result.stderr[-3000:]
-    from safetensors.torch import load_file
-
     from earlybert.ticket.draw import coefficient_files, draw_from_run
 
     t1, t2 = Ticket.load(tmp_path / "one" / "ticket.json"), Ticket.load(tmp_path / "two" / "ticket.json")
@@ -322,12 +286,13 @@ def test_two_ranks_bf16_zero_search_shrink_sigkill_resume_ends_with_identical_we
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "training from step" in resumed.stdout and "stage slim" in resumed.stdout
     # Same ranks, same reductions, fp32 masters and moments restored from the checkpoint: bit-identical.
-    expected = load_file(tmp_path / "whole" / "model" / "model.safetensors")
-    got = load_file(tmp_path / "killed" / "model" / "model.safetensors")
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
-    killed, whole = Ticket.load(tmp_path / "killed" / "ticket.json"), Ticket.load(tmp_path / "whole" / "ticket.json")
+    def rerun(n: int) -> Path:
+        again = torchrun("pretrain/run_pretrain.py", *args(f"whole-{n}"))
+        assert again.returncode == 0, again.stderr[-3000:]
+        return tmp_path / f"whole-{n}"
+
+    whole_dir = UninterruptedRuns(tmp_path / "whole", rerun).assert_matches(tmp_path / "killed")
+    killed, whole = Ticket.load(tmp_path / "killed" / "ticket.json"), Ticket.load(whole_dir / "ticket.json")
     assert (killed.heads, killed.ffn) == (whole.heads, whole.ffn)
 
 
