@@ -60,3 +60,28 @@ def test_low_precision_logits_are_refused_and_a_second_backward_raises():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_overwriting_the_logits_gives_the_same_loss_gradient_and_argmax():
+    logits = _logits(37, 1000, 5.0)
+    targets = torch.randint(0, 1000, (37,), generator=torch.Generator().manual_seed(2))
+    leaf_copy, leaf_in_place = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss, predicted = cross_entropy_and_argmax(leaf_copy * 1.0, targets)
+    produced = leaf_in_place * 1.0  # a non-leaf, as a decoder's output is
+    loss_in_place, predicted_in_place = cross_entropy_and_argmax(produced, targets, overwrite_logits=True)
+    (2.5 * loss).backward()
+    (2.5 * loss_in_place).backward()
+    assert torch.equal(loss, loss_in_place) and torch.equal(predicted, predicted_in_place)
+    assert torch.equal(leaf_copy.grad, leaf_in_place.grad)
+    assert not torch.equal(produced, logits)  # the logits' memory held the numerators, then the gradient
+
+
+def test_overwriting_logits_that_another_op_saved_raises_instead_of_a_wrong_gradient():
+    source = _logits(4, 10, 1.0).requires_grad_()
+    logits = source.exp()  # exp's backward needs its output: these logits must not be overwritten
+    loss, _ = cross_entropy_and_argmax(logits, torch.zeros(4, dtype=torch.long), overwrite_logits=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        cross_entropy_and_argmax(_logits(4, 10, 1.0).requires_grad_(), torch.zeros(4, dtype=torch.long),
+                                 overwrite_logits=True)

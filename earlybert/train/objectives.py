@@ -168,7 +168,8 @@ class MaskedLMObjective(Objective):
             hidden = self.model.base_model(**inputs).last_hidden_state
         logits = get_adapter(self.model).mlm_logits(self.model, hidden[selected])
         targets = labels[selected]
-        summed, predicted = cross_entropy_and_argmax(logits.float(), targets)
+        # The head's backward needs its inputs, not its logits: the loss may write over them.
+        summed, predicted = cross_entropy_and_argmax(logits.float(), targets, overwrite_logits=True)
         denominator = targets.numel() if loss_denominator is None else loss_denominator
         l1 = self.penalty(summed)
         with torch.no_grad():
@@ -186,7 +187,8 @@ class PretrainingObjective(MaskedLMObjective):
         selected = labels != -100
         logits = get_adapter(self.model).mlm_logits(self.model, out.last_hidden_state[selected])
         targets = labels[selected]
-        summed, predicted = cross_entropy_and_argmax(logits.float(), targets)
+        # The head's backward needs its inputs, not its logits: the loss may write over them.
+        summed, predicted = cross_entropy_and_argmax(logits.float(), targets, overwrite_logits=True)
         nsp = F.cross_entropy(self.model.cls.seq_relationship(out.pooler_output).float(), next_sentence_label)
         denominator = targets.numel() if loss_denominator is None else loss_denominator
         l1 = self.penalty(summed)
