@@ -153,38 +153,6 @@ def test_weight_side_coefficients_equal_activation_side_ones(family):
     assert all(p.grad.abs().sum() > 0 for p in head_coefficients(model))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("heads", [False, True])
-def test_column_scaled_linear_gradients_equal_autograds(dtype, heads, monkeypatch):
-    """The fused backward of the column-scaled linear gives autograd's gradients of `F.linear(x, W * c, b)`
-    for the input, weight, bias and coefficients, over several row blocks (fp32 to 1e-6; bf16 to its rounding)."""
-    from earlybert.ticket import coefficients
-
-    monkeypatch.setattr(coefficients._column_dots_then_scale, "__defaults__", (7 * 48 * 4,))  # 7-row blocks of 20
-    gen = torch.Generator().manual_seed(0)
-    linear = torch.nn.Linear(48, 20).to(dtype)
-    x = torch.randn(2, 5, 48, generator=gen).to(dtype)
-    grad_out = torch.randn(2, 5, 20, generator=gen).to(dtype)
-    coef_init = 0.5 + torch.rand(4 if heads else 48, generator=gen)
-
-    def gradients(fused: bool):
-        weight, bias = (p.detach().clone().requires_grad_() for p in (linear.weight, linear.bias))
-        inputs, coef = x.clone().requires_grad_(), coef_init.clone().requires_grad_()
-        scale = (coef.repeat_interleave(12) if heads else coef).to(dtype)
-        out = (coefficients._ColumnScaledLinear.apply(inputs, weight, scale, bias) if fused
-               else F.linear(inputs, weight * scale, bias))
-        out.backward(grad_out)
-        return out, inputs.grad, weight.grad, bias.grad, coef.grad
-
-    fused, reference = gradients(True), gradients(False)
-    assert torch.equal(fused[0], reference[0])
-    for name, got, want in zip(["input", "weight", "bias"], fused[1:4], reference[1:4]):
-        assert torch.equal(got, want), name
-    tolerance = {"atol": 1e-6, "rtol": 1e-6} if dtype == torch.float32 else {"atol": 0.0, "rtol": 2 ** -7}
-    torch.testing.assert_close(fused[4], reference[4], **tolerance)
-    assert fused[4].dtype == torch.float32
-
-
 def test_frozen_coefficients_still_scale_the_weight_gradient():
     """With the coefficients frozen (no gradient wanted) the weight's gradient is still that of W * c: c times
     the gradient a plain model with the scaled weights gets."""

@@ -16,7 +16,6 @@ import types
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from earlybert.models.adapters import get_adapter, head_size
 
@@ -28,53 +27,7 @@ def _column_scaled_forward(self: nn.Linear, input: torch.Tensor) -> torch.Tensor
     # Column i of the weight reads input feature i; a head's coefficient covers its head_size columns.
     coef = getattr(self, HEAD_COEF) if hasattr(self, HEAD_COEF) else getattr(self, FFN_COEF)
     scale = coef if coef.numel() == self.in_features else coef.repeat_interleave(self.in_features // coef.numel())
-    scale = scale.to(self.weight.dtype)
-    if torch.is_autocast_enabled(input.device.type):  # autocast casts the operands: leave it to its linear
-        return F.linear(input, self.weight * scale, self.bias)
-    return _ColumnScaledLinear.apply(input, self.weight, scale, self.bias)
-
-
-class _ColumnScaledLinear(torch.autograd.Function):
-    """input @ (weight * scale)^T + bias, with a backward that passes over the weight-sized tensors once.
-
-    Autograd's backward of `weight * scale` makes two weight-sized tensors (the weight's gradient and the
-    product summed into the scale's gradient) and reads the linear's weight gradient three times: together
-    the largest cost of a search step over a plain one. Here both gradients come out of one pass over row
-    blocks small enough to stay in cache, and the weight's gradient is scaled in place.
-    """
-
-    @staticmethod
-    def forward(ctx, input, weight, scale, bias):
-        scaled = weight * scale
-        ctx.save_for_backward(input, weight, scale, scaled)
-        return F.linear(input, scaled, bias)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        input, weight, scale, scaled = ctx.saved_tensors
-        needs_input, needs_weight, needs_scale, needs_bias = ctx.needs_input_grad
-        rows_out = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_input = (grad_out @ scaled) if needs_input else None
-        grad_weight = grad_scale = None
-        if needs_weight or needs_scale:
-            grad_weight = rows_out.t() @ input.reshape(-1, input.shape[-1])  # d loss / d (weight * scale)
-            grad_scale = _column_dots_then_scale(grad_weight, weight, scale)
-        grad_bias = rows_out.sum(0) if needs_bias else None
-        return grad_input, grad_weight if needs_weight else None, grad_scale if needs_scale else None, grad_bias
-
-
-def _column_dots_then_scale(grad: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
-                            block_bytes: int = 1 << 21) -> torch.Tensor:
-    """Sum over rows of `grad * weight` (the scale's gradient, accumulated in fp32), then `grad *= scale` in
-    place (the weight's), a block of rows at a time so that each block is read from cache the second time."""
-    dots = torch.zeros(grad.shape[1], dtype=torch.float32, device=grad.device)
-    rows = max(1, block_bytes // (grad.shape[1] * grad.element_size()))
-    for start in range(0, grad.shape[0], rows):
-        block = grad[start:start + rows]
-        dots += (block * weight[start:start + rows]).sum(0, dtype=torch.float32)
-        block.mul_(scale)
-    return dots.to(scale.dtype)
+    return F.linear(input, self.weight * scale.to(self.weight.dtype), self.bias)
 
 
 def _attach(linear: nn.Linear, name: str, units: int, init: float) -> None:
