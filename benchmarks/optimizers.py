@@ -17,6 +17,8 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from benchmarks.common import alternate, paired, print_table, range_text, write_json
+from earlybert.train.engine import adamw, implementation
+from earlybert.train.trainer_config import TrainConfig
 
 HYPER = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-6, "weight_decay": 0.01}
 
@@ -30,6 +32,12 @@ def deepspeed_cpu_adam(params: list[torch.nn.Parameter]):
     except Exception as error:  # noqa: BLE001  (a missing compiler or an unsupported platform: reported, skipped)
         print(f"DeepSpeed CPU Adam unavailable: {type(error).__name__}: {error}")
         return None
+
+
+def trainers_adamw(params: list[torch.nn.Parameter]) -> torch.optim.AdamW:
+    """The optimizer the trainer builds (`earlybert.train.engine.adamw`), with the same hyperparameters."""
+    train = TrainConfig(lr=HYPER["lr"], betas=list(HYPER["betas"]), eps=HYPER["eps"])
+    return adamw([{"params": params, "weight_decay": HYPER["weight_decay"]}], train)
 
 
 def main() -> None:
@@ -50,13 +58,15 @@ def main() -> None:
             param.grad = grad
         return params
 
+    trainers = trainers_adamw(trainers_params := copy())
+    choice = f"{implementation(trainers)} (the trainer's)"
     makers = {"per-tensor (reference)": lambda ps: torch.optim.AdamW(ps, foreach=False, fused=False, **HYPER),
               "foreach": lambda ps: torch.optim.AdamW(ps, foreach=True, **HYPER),
-              "fused (ours)": lambda ps: torch.optim.AdamW(ps, fused=True, **HYPER),
               "DeepSpeed CPU Adam": deepspeed_cpu_adam}
     params = {name: copy() for name in makers}
     optimizers = {name: make(params[name]) for name, make in makers.items()}
     optimizers = {name: opt for name, opt in optimizers.items() if opt is not None}
+    params[choice], optimizers[choice] = trainers_params, trainers
     spread = alternate({name: opt.step for name, opt in optimizers.items()}, args.rounds)
     steps = args.rounds + 2  # the warm-up steps update too, alike for all
     reference = params["per-tensor (reference)"]
@@ -69,7 +79,7 @@ def main() -> None:
         results["variants"][name] = {"step_s": spread[name], "speed_over_reference_paired": speed,
                                      "max_abs_difference_from_reference": gap}
         rows.append([name, range_text(spread[name]), range_text(speed), f"{gap:.1e}"])
-    results["choice"] = "fused (ours)"
+    results["choice"] = choice
     print(f"\nAdamW update over {results['params'] / 1e6:.1f}M parameters ({args.layers} layers), {steps} steps")
     print_table(["implementation", "s per update", "speed over per-tensor (paired)", "max |diff| from per-tensor"],
                 rows)

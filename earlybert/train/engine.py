@@ -153,10 +153,16 @@ def adamw(groups: list[dict[str, Any]], train: TrainConfig) -> torch.optim.AdamW
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
+def implementation(optimizer: torch.optim.Optimizer) -> str:
+    """How a torch optimizer runs its update: fused, foreach (multi-tensor) or per-tensor."""
+    defaults = optimizer.defaults
+    return "fused" if defaults.get("fused") else "foreach" if defaults.get("foreach") else "per-tensor"
+
+
 def optimizer_name(engine) -> str:
     """What updates the weights, for summary.json: the (inner) optimizer's class and implementation."""
     inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
-    how = "fused" if inner.defaults.get("fused") else "foreach" if inner.defaults.get("foreach") else "per-tensor"
+    how = implementation(inner)
     wrapper = "" if inner is engine.optimizer else f" in DeepSpeed's {type(engine.optimizer).__name__}"
     return f"{type(inner).__module__.split('.')[0]} {type(inner).__name__} ({how}){wrapper}"
 
