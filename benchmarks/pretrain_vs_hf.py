@@ -5,7 +5,7 @@ in one precision: fp32, or bf16 mixed precision as each trainer does it (ours: D
 weights with fp32 masters in the optimizer; HF: `bf16=True`, autocast over fp32 weights).
 
     python -m benchmarks.pretrain_vs_hf [--steps 8] [--short-steps 0] [--repeats 5] [--precision fp32|bf16]
-        [--out benchmarks/results/pretrain_vs_hf.json]
+        [--pool EARLIER.json ...] [--out benchmarks/results/pretrain_vs_hf.json]
 
 Each run is timed by wall clock around the whole call, set-up included on both sides (model built from its
 config, optimizer, one save with optimizer state at the end); the two alternate after a warm-up round. With
@@ -13,7 +13,8 @@ config, optimizer, one save with optimizer state at the end); the two alternate 
 time of one more training step with set-up and the final save cancelled, the steady-state rate of a long run.
 Each trainer's own step clock is also read (ours: the step times in metrics.jsonl; HF: a callback at every
 step's end): the median step from the third on, over the long runs of every round, is a second steady-state
-figure that whole-run noise does not enter.
+figure that whole-run noise does not enter. `--pool` adds the per-round in-trainer ratios of earlier runs with
+the same steps and precision (their JSONs) to this run's, for a median and interval over all their rounds.
 """
 
 from __future__ import annotations
@@ -22,14 +23,22 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from benchmarks.common import DEEPSPEED_CONFIG, alternate_runs, median_range, print_table, write_json
+from benchmarks.common import (
+    DEEPSPEED_CONFIG,
+    alternate_runs,
+    median_ci95,
+    median_range,
+    print_table,
+    range_text,
+    refuse,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = sorted((ROOT.parent / "shared" / "data" / "corpus").glob("*.txt.gz"))
@@ -107,12 +116,16 @@ def main() -> None:
                         "and the final save cancelled (steady-state tokens/s)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--precision", choices=sorted(DEEPSPEED_CONFIG), default="fp32")
+    p.add_argument("--pool", nargs="+", default=[], metavar="JSON",
+                   help="earlier results of this benchmark (same --steps and --precision) whose in-trainer rounds "
+                        "are pooled with this run's")
     p.add_argument("--out", default="benchmarks/results/pretrain_vs_hf.json")
     args = p.parse_args()
+    args.pooled_rounds = earlier_rounds(args.pool, args.steps, args.precision)  # checked before hours of runs
     if not CORPUS:
-        sys.exit("../shared/data/corpus is missing: this benchmark reads its text")
+        refuse("../shared/data/corpus is missing: this benchmark reads its text")
     if not 0 <= args.short_steps < args.steps:
-        sys.exit(f"--short-steps must be 0 (off) or fewer than --steps ({args.steps})")
+        refuse(f"--short-steps must be 0 (off) or fewer than --steps ({args.steps})")
     for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
                        "DS_ACCELERATOR": "cpu"}.items():
         os.environ.setdefault(key, value)
@@ -166,7 +179,37 @@ def report(args, times: dict[tuple[str, int], list[float]], lengths: list[int]) 
         print(f"ours / HF speed per step: {result['ours_vs_hf_speed_per_extra_step']:.3f}x "
               f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
     result["in_trainer_step_s"] = in_trainer_steps(args.steps)
+    if args.pool and result["in_trainer_step_s"]:
+        result["in_trainer_rounds_pooled"] = pooled(args, result["in_trainer_step_s"]["ours_vs_hf_speed_rounds"])
     write_json(args.out, result)
+
+
+def earlier_rounds(paths: list[str], steps: int, precision: str) -> dict[str, list[float]]:
+    """The in-trainer per-round ours / HF ratios of each earlier results JSON; exits on a file that is missing or
+    ran other settings."""
+    rounds = {}
+    for path in paths:
+        try:
+            earlier = json.loads(Path(path).read_text())
+            ratios = earlier["in_trainer_step_s"]["ours_vs_hf_speed_rounds"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            refuse(f"--pool {path}: not a results JSON of this benchmark with in-trainer rounds ({error}): "
+                     "pass files this script wrote")
+        if (earlier.get("steps"), earlier.get("precision")) != (steps, precision):
+            refuse(f"--pool {path}: ran --steps {earlier.get('steps')} --precision {earlier.get('precision')}, "
+                     f"this run --steps {steps} --precision {precision}: pool runs of the same settings")
+        rounds[path] = ratios
+    return rounds
+
+
+def pooled(args, this_run: list[float]) -> dict:
+    """This run's in-trainer per-round ratios with the earlier runs': median, min-max and the median's interval."""
+    ratios = [r for earlier in args.pooled_rounds.values() for r in earlier] + list(this_run)
+    out = median_range(ratios) | {"median_ci95": median_ci95(ratios), "rounds": len(ratios),
+                                  "files": [*args.pooled_rounds, args.out]}
+    print(f"\nin-trainer ours / HF per round, pooled over {len(args.pooled_rounds) + 1} runs ({len(ratios)} rounds): "
+          f"{range_text(out)}")
+    return out
 
 
 def in_trainer_steps(steps: int) -> dict:
@@ -186,6 +229,7 @@ def in_trainer_steps(steps: int) -> dict:
     out = {name: median_range(v) for name, v in flat.items()}
     out["ours_vs_hf_speed"] = out[HF]["median"] / out[OURS]["median"]
     out["ours_vs_hf_speed_rounds"] = per_round
+    out["ours_vs_hf_speed_rounds_summary"] = median_range(per_round) | {"median_ci95": median_ci95(per_round)}
     print(f"\nin-trainer step clocks, steps 3-{steps} of every long run")
     print_table(["variant", "median s", "min-max s", "tokens/s"],
                 [[k, f"{v['median']:.3f}", f"{v['min']:.3f}-{v['max']:.3f}", f"{1024 / v['median']:.0f}"]

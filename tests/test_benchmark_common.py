@@ -1,0 +1,56 @@
+"""The benchmarks' shared statistics and input checks: what every comparison in RESULTS.md is read through."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import alternate, median_ci95, paired
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_paired_ratios_are_taken_within_each_round():
+    # Round 2 is slow for both sides: paired within rounds the ratio stays 2; medians alone would mix rounds.
+    spread = {"a": {"runs": [2.0, 20.0, 4.0]}, "b": {"runs": [1.0, 10.0, 2.0]}}
+    ratio = paired(spread, "a", "b")
+    assert (ratio["median"], ratio["min"], ratio["max"]) == (2.0, 2.0, 2.0)
+    assert ratio["median_ci95"] == [2.0, 2.0]
+
+
+def test_the_median_interval_brackets_the_median_and_narrows_with_rounds():
+    few = [1.0, 1.2, 1.4, 1.6, 1.8]
+    many = few * 8
+    low, high = median_ci95(few)
+    assert low <= 1.4 <= high and high - low > 0
+    many_low, many_high = median_ci95(many)
+    assert many_high - many_low < high - low
+
+
+def test_alternate_runs_every_variant_each_round_odd_rounds_reversed():
+    calls = []
+    spread = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then a b | b a | a b
+    assert len(spread["a"]["runs"]) == len(spread["b"]["runs"]) == 3
+
+
+def pool(tmp_path: Path, earlier: dict, *args: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    return subprocess.run([sys.executable, "-m", "benchmarks.pretrain_vs_hf", "--pool", str(path), *args,
+                           "--out", str(tmp_path / "out.json")], cwd=REPO, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("earlier, message", [
+    ({"steps": 30, "precision": "fp32"}, "not a results JSON of this benchmark"),
+    ({"steps": 8, "precision": "fp32", "in_trainer_step_s": {"ours_vs_hf_speed_rounds": [1.5]}},
+     "ran --steps 8 --precision fp32, this run --steps 30"),
+])
+def test_pooling_refuses_other_runs_before_any_work(tmp_path, earlier, message):
+    result = pool(tmp_path, earlier, "--steps", "30")
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.json").exists()
