@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import NoReturn
 
 import torch  # noqa: F401
 
@@ -19,7 +20,7 @@ from earlybert.report.machine import machine_info
 DEEPSPEED_CONFIG = {"fp32": "configs/deepspeed/cpu.json", "bf16": "configs/deepspeed/zero0_bf16.json"}
 
 
-def refuse(message: str) -> None:
+def refuse(message: str) -> NoReturn:
     """Stop on bad input before any work: the one-line reason and its fix on stderr, exit status 2."""
     print(message, file=sys.stderr)
     sys.exit(2)

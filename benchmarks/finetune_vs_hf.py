@@ -91,6 +91,9 @@ def main() -> None:
     p.add_argument("--precision", choices=sorted(DEEPSPEED_CONFIG), default="fp32")
     p.add_argument("--out", default="benchmarks/results/finetune_vs_hf.json")
     args = p.parse_args()
+    missing = [str(DATA / task) for task in args.tasks if not (DATA / task).is_dir()]
+    if missing:  # before any run: a missing second task would otherwise end the benchmark an hour in
+        refuse(f"{', '.join(missing)} missing: this benchmark reads ../shared/data")
     for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
                        "DS_ACCELERATOR": "cpu"}.items():
         os.environ.setdefault(key, value)
@@ -99,8 +102,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
             task_dir = DATA / task
-            if not task_dir.is_dir():
-                refuse(f"{task_dir} is missing: this benchmark reads ../shared/data")
             work = (model, task_dir, args.steps, args.batch)
             variants = {
                 "ours (dynamic padding)": lambda o, w=work: ours(*w, o, True, args.precision),

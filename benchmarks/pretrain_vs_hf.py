@@ -194,10 +194,10 @@ def earlier_rounds(paths: list[str], steps: int, precision: str) -> dict[str, li
             ratios = earlier["in_trainer_step_s"]["ours_vs_hf_speed_rounds"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             refuse(f"--pool {path}: not a results JSON of this benchmark with in-trainer rounds ({error}): "
-                     "pass files this script wrote")
+                   "pass files this script wrote")
         if (earlier.get("steps"), earlier.get("precision")) != (steps, precision):
             refuse(f"--pool {path}: ran --steps {earlier.get('steps')} --precision {earlier.get('precision')}, "
-                     f"this run --steps {steps} --precision {precision}: pool runs of the same settings")
+                   f"this run --steps {steps} --precision {precision}: pool runs of the same settings")
         rounds[path] = ratios
     return rounds
 
