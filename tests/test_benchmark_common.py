@@ -31,7 +31,7 @@ def test_the_median_interval_brackets_the_median_and_narrows_with_rounds():
     assert many_high - many_low < high - low
 
 
-def test_alternate_runs_every_variant_each_round_odd_rounds_reversed():
+def test_alternate_calls_every_variant_each_round_odd_rounds_reversed():
     calls = []
     spread = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then a b | b a | a b
