@@ -15,6 +15,7 @@ from earlybert.models.fast_dropout import (
     _uniform_15_bit,
     fast_dropout,
     fast_sdpa_attention,
+    keep_mask,
     use_fast_dropout,
 )
 
@@ -41,6 +42,31 @@ def test_every_lane_of_the_64_bit_draws_is_uniform():
         assert abs(lane.double().mean().item() / (LEVELS - 1) - 0.5) < 0.005
         assert abs((lane < round(0.1 * LEVELS)).double().mean().item() - 0.1) < 0.004
     assert _uniform_15_bit(7, torch.device("cpu")).shape == (7,)  # not a multiple of four
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 1 / LEVELS])
+def test_keep_mask_keeps_exactly_the_lanes_at_or_above_the_threshold(p, monkeypatch):
+    # The float mask is built by arithmetic, not by a comparison: feed it every 15-bit value once.
+    lanes = torch.arange(LEVELS, dtype=torch.int16)
+    monkeypatch.setattr("earlybert.models.fast_dropout._uniform_15_bit", lambda n, device: lanes[:n])
+    keep, scale = keep_mask(torch.Size([LEVELS]), p, torch.device("cpu"))
+    threshold = round(p * LEVELS)
+    assert keep.dtype == torch.float32
+    assert torch.equal(keep, (lanes >= threshold).float())
+    assert scale == LEVELS / (LEVELS - threshold)
+
+
+def test_same_draws_give_the_bool_mask_result_bit_for_bit():
+    # The multiply by a float mask must give what masking and then scaling gives, in every dtype.
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        x = torch.randn(4, 33, 17).to(dtype)
+        torch.manual_seed(7)
+        out = fast_dropout(x, 0.1)
+        torch.manual_seed(7)
+        threshold = round(0.1 * LEVELS)
+        drop = _uniform_15_bit(x.numel(), x.device).view(x.shape) < threshold
+        assert out.dtype == dtype
+        assert torch.equal(out, x.masked_fill(drop, 0.0) * (LEVELS / (LEVELS - threshold)))
 
 
 def test_identity_in_eval_at_zero_and_dtype_kept():

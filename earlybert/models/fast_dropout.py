@@ -2,11 +2,13 @@
 
 torch draws CPU dropout masks with a Bernoulli sampler over floats, slow enough to show in a profile next
 to the matmuls, most of all in MiniLM fine-tuning, where the attention probabilities (batch x heads x seq x
-seq) are dropped in every layer. Drawing 64-bit integers, reading each as four 15-bit numbers and comparing
-those with a threshold makes a dropout call 1.7x (attention probabilities) to 2.7x (hidden states) faster
-(`python -m benchmarks.fast_dropout`). The drop probability becomes a multiple of 2^-15 (0.1 -> 0.1000061) and kept
-values are scaled by the exact inverse of the keep probability, so the expectation is unchanged. GPUs draw
-masks with fused Philox kernels: there the torch path runs unchanged.
+seq) are dropped in every layer. Drawing 64-bit integers and reading each as four 15-bit numbers is cheaper;
+turning those numbers into a float keep mask by arithmetic (no bool tensor anywhere) makes applying it one
+multiply forward and one backward, where a bool mask's `masked_fill` costs several times that on CPU
+(`python -m benchmarks.fast_dropout`). The drop probability becomes a multiple of 2^-15 (0.1 -> 0.1000061) and
+kept values are scaled by the exact inverse of the keep probability, so the expectation is unchanged. The mask
+saved for backward is float32, four bytes an element. GPUs draw masks with fused Philox kernels: there the
+torch path runs unchanged.
 
 `use_fast_dropout(model)` swaps a model's `nn.Dropout` modules and routes its SDPA attention through
 `fast_sdpa_attention`, which drops the attention probabilities the same way (the math path SDPA itself takes
@@ -32,11 +34,13 @@ def _uniform_15_bit(n: int, device: torch.device) -> torch.Tensor:
     return words.view(torch.int16)[:n].bitwise_and_(LEVELS - 1)
 
 
-def dropped_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """A bool mask, True where an element is dropped (probability round(p * 2^15) / 2^15), and the scale that
-    keeps the expectation of the kept elements."""
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
+    """A float32 mask, 0.0 where an element is dropped (probability round(p * 2^15) / 2^15) and 1.0 elsewhere,
+    and the scale that keeps the expectation of the kept elements."""
     threshold = round(p * LEVELS)
-    return _uniform_15_bit(shape.numel(), device).view(shape) < threshold, LEVELS / (LEVELS - threshold)
+    lanes = _uniform_15_bit(shape.numel(), device).view(shape)
+    # As exact floats, lane - (threshold - 1) is <= 0 where lane < threshold and >= 1 elsewhere.
+    return lanes.float().sub_(threshold - 1).clamp_(0.0, 1.0), LEVELS / (LEVELS - threshold)
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -45,8 +49,10 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
         return nn.functional.dropout(x, p, training)
     if p >= 1.0:
         return x * 0.0
-    drop, scale = dropped_mask(x.shape, p, x.device)
-    return x.masked_fill(drop, 0.0) * scale
+    keep, scale = keep_mask(x.shape, p, x.device)
+    if x.dtype == torch.float32:
+        return x * keep.mul_(scale)  # one multiply each way; kept values get x * float32(scale), as below
+    return x * keep.to(x.dtype) * scale
 
 
 class FastDropout(nn.Dropout):
@@ -73,9 +79,9 @@ def fast_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
         else:
             scores = scores + attention_mask
     probs = torch.softmax(scores, dim=-1)
-    drop, scale = dropped_mask(probs.shape, dropout, probs.device)
+    keep, scale = keep_mask(probs.shape, dropout, probs.device)
     # The keep scale goes on the (seq x head_dim) output rather than the (seq x seq) probabilities: fewer values.
-    out = torch.matmul(probs.masked_fill(drop, 0.0), value) * scale
+    out = torch.matmul(probs * keep.to(probs.dtype), value) * scale
     return out.transpose(1, 2).contiguous(), None
 
 
