@@ -36,6 +36,7 @@ from earlybert.train.engine import (
     fp32_values,
     optimizer_name,
 )
+from earlybert.train.host_memory import keep_freed_host_memory
 from earlybert.train.logger import RunLogger
 from earlybert.train.objectives import Objective, Stat
 from earlybert.train.run_checkpoint import RunCheckpointer, latest_checkpoint
@@ -81,6 +82,7 @@ class Trainer:
         self.times: dict[str, float] = {}
         self.steps_in: dict[str, int] = {}
         self.engine = None
+        self.host_memory_kept = keep_freed_host_memory() if train.keep_host_memory else False
         if resume_from is not None:
             self._resume(model, resume_from)
         else:
@@ -344,7 +346,7 @@ class Trainer:
             "drawn_by": self.ticket.metadata.get("drawn_by") if self.ticket else None,
             "weights": self.ticket_search.steps.weights if self.ticket_search else None,
             "optimizer_state_at_shrink": self.optimizer_state,
-            "optimizer": optimizer_name(self.engine),
+            "optimizer": optimizer_name(self.engine), "host_memory_kept": self.host_memory_kept,
             "full": self.full_accounting, "slim": final,
             # Each rank's peak resident memory (this process; forked tokenizing workers are not counted).
             "peak_rss_mb": all_gather_object(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)),
