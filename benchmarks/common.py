@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 import statistics
 import sys
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch  # noqa: F401
 
@@ -85,6 +86,13 @@ def alternate_runs(variants: dict[Hashable, Callable[[Path], float]], repeats: i
             if round_:
                 times[name].append(seconds)
     return times
+
+
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` run in a newly spawned Python process, its result returned: what one run sets in its process
+    (glibc's malloc thresholds, thread pools, caches) never reaches the next, whichever trainer it is."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
 
 
 def write_json(path: str | Path, data: dict) -> None:

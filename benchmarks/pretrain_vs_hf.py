@@ -5,10 +5,13 @@ in one precision: fp32, or bf16 mixed precision as each trainer does it (ours: D
 weights with fp32 masters in the optimizer; HF: `bf16=True`, autocast over fp32 weights).
 
     python -m benchmarks.pretrain_vs_hf [--steps 8] [--short-steps 0] [--repeats 5] [--precision fp32|bf16]
-        [--pool EARLIER.json ...] [--out benchmarks/results/pretrain_vs_hf.json]
+        [--ours-default-memory] [--pool EARLIER.json ...] [--out benchmarks/results/pretrain_vs_hf.json]
 
 Each run is timed by wall clock around the whole call, set-up included on both sides (model built from its
-config, optimizer, one save with optimizer state at the end); the two alternate after a warm-up round. With
+config, optimizer, one save with optimizer state at the end), in a freshly spawned process of its own (our trainer
+raises glibc's malloc thresholds in its process: that must not reach an HF run); the sides alternate after a
+warm-up round. `--ours-default-memory` adds a third variant, ours with `train.keep_host_memory=false`, to show what
+keeping freed host memory contributes. With
 `--short-steps N` each side also runs N steps in every round: (long run - short run) / (steps - N) is the
 time of one more training step with set-up and the final save cancelled, the steady-state rate of a long run.
 Each trainer's own step clock is also read (ours: the step times in metrics.jsonl; HF: a callback at every
@@ -20,6 +23,7 @@ the same steps and precision (their JSONs) to this run's, for a median and inter
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -32,6 +36,7 @@ from transformers import TrainerCallback
 from benchmarks.common import (
     DEEPSPEED_CONFIG,
     alternate_runs,
+    in_fresh_process,
     median_ci95,
     median_range,
     print_table,
@@ -43,13 +48,17 @@ from benchmarks.common import (
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = sorted((ROOT.parent / "shared" / "data" / "corpus").glob("*.txt.gz"))
 OURS, HF = "ours (earlybert pretrain, full model)", "HF Trainer + DataCollatorForLanguageModeling"
+OURS_DEFAULT_MEMORY = "ours, train.keep_host_memory=false"
 STEP_SECONDS: dict[tuple[str, str], list[float]] = {}  # (variant, run folder) -> seconds of each step, in order
+OPTIMIZERS: dict[str, str] = {}  # variant -> the optimizer its run used
 SHAPE = ["model.hidden_size=768", "model.num_layers=12", "model.num_heads=12", "model.intermediate_size=3072",
          "model.vocab_size=30522", "model.max_position_embeddings=512", "data.seq_len=128", "data.max_documents=0"]
 
 
-def ours(tokenizer: str, cache: Path, steps: int, out: Path, precision: str) -> float:
-    """Seconds of `earlybert.recipes.pretrain.run` (our trainer, full model), in this process."""
+def ours(tokenizer: str, cache: Path, steps: int, precision: str, keep_host_memory: bool,
+         out: Path) -> tuple[float, list[float], str]:
+    """Seconds of `earlybert.recipes.pretrain.run` (our trainer, full model), of each of its steps, and the
+    optimizer it named."""
     from earlybert.config import load_config
     from earlybert.recipes.pretrain import PretrainConfig, run
 
@@ -58,13 +67,14 @@ def ours(tokenizer: str, cache: Path, steps: int, out: Path, precision: str) -> 
                        f"data.cache_dir={cache}", f"output_dir={out}", f"train.max_steps={steps}",
                        "train.micro_batch_size=8", "train.lr=1e-4", "train.warmup_steps=0", "search.enabled=false",
                        f"checkpoint.every={steps}", "log.every=10", "log.progress_bar=false",
-                       f"train.deepspeed_config={ROOT / DEEPSPEED_CONFIG[precision]}"])
+                       f"train.deepspeed_config={ROOT / DEEPSPEED_CONFIG[precision]}",
+                       f"train.keep_host_memory={str(keep_host_memory).lower()}"])
     started = time.perf_counter()
     run(cfg)
     seconds = time.perf_counter() - started
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    STEP_SECONDS[(OURS, out.name)] = [r["tokens"] / r["tokens_per_s"] for r in records if "tokens_per_s" in r]
-    return seconds
+    optimizer = json.loads((out / "summary.json").read_text())["optimizer"]
+    return seconds, [r["tokens"] / r["tokens_per_s"] for r in records if "tokens_per_s" in r], optimizer
 
 
 class StepClock(TrainerCallback):
@@ -77,8 +87,9 @@ class StepClock(TrainerCallback):
         self.ends.append(time.perf_counter())
 
 
-def hugging_face(tokenizer_path: str, blocks, steps: int, out: Path, precision: str) -> float:
-    """Seconds of building `BertForMaskedLM` + `Trainer(...).train()` with DataCollatorForLanguageModeling."""
+def hugging_face(tokenizer_path: str, blocks, steps: int, precision: str, out: Path) -> tuple[float, list[float], str]:
+    """Seconds of building `BertForMaskedLM` + `Trainer(...).train()` with DataCollatorForLanguageModeling, the
+    seconds of its steps from the second on, and the optimizer its arguments chose."""
     from datasets import Dataset
     from transformers import (
         AutoTokenizer,
@@ -101,9 +112,19 @@ def hugging_face(tokenizer_path: str, blocks, steps: int, out: Path, precision: 
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     clock = StepClock()
     Trainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[clock]).train()
-    STEP_SECONDS[(HF, out.name)] = [b - a for a, b in zip(clock.ends, clock.ends[1:])]  # steps 2..N
-    hugging_face.optim = str(args.optim)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    return seconds, [b - a for a, b in zip(clock.ends, clock.ends[1:])], str(args.optim)
+
+
+def isolated(variant: str, fn: functools.partial):
+    """A run of `fn(out)` in a fresh process, for `alternate_runs`: returns its seconds, keeps its step times."""
+    def run(out: Path) -> float:
+        seconds, steps, optimizer = in_fresh_process(fn, out)
+        STEP_SECONDS[(variant, out.name)] = steps
+        OPTIMIZERS[variant] = optimizer
+        return seconds
+
+    return run
 
 
 def main() -> None:
@@ -116,6 +137,8 @@ def main() -> None:
                         "and the final save cancelled (steady-state tokens/s)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--precision", choices=sorted(DEEPSPEED_CONFIG), default="fp32")
+    p.add_argument("--ours-default-memory", action="store_true",
+                   help="also run ours with train.keep_host_memory=false (glibc's default malloc thresholds)")
     p.add_argument("--pool", nargs="+", default=[], metavar="JSON",
                    help="earlier results of this benchmark (same --steps and --precision) whose in-trainer rounds "
                         "are pooled with this run's")
@@ -141,8 +164,11 @@ def main() -> None:
         blocks = corpus.blocks(128, load_tokenizer(tokenizer))[range(args.steps * 8)]
         variants = {}
         for n in lengths:
-            variants[(OURS, n)] = lambda o, n=n: ours(tokenizer, cache, n, o, args.precision)
-            variants[(HF, n)] = lambda o, n=n: hugging_face(tokenizer, blocks, n, o, args.precision)
+            variants[(OURS, n)] = isolated(OURS, functools.partial(ours, tokenizer, cache, n, args.precision, True))
+            variants[(HF, n)] = isolated(HF, functools.partial(hugging_face, tokenizer, blocks, n, args.precision))
+            if args.ours_default_memory:
+                variants[(OURS_DEFAULT_MEMORY, n)] = isolated(
+                    OURS_DEFAULT_MEMORY, functools.partial(ours, tokenizer, cache, n, args.precision, False))
         times = alternate_runs(variants, args.repeats, Path(tmp))
     report(args, times, lengths)
 
@@ -150,7 +176,7 @@ def main() -> None:
 def report(args, times: dict[tuple[str, int], list[float]], lengths: list[int]) -> None:
     """Whole-run medians and the ours / HF speed at each length; with two lengths, seconds per extra step."""
     result = {"steps": args.steps, "batch": "8 x 128", "precision": args.precision, "repeats": args.repeats,
-              "hf_optim": getattr(hugging_face, "optim", None)}
+              "hf_optim": OPTIMIZERS.get(HF), "ours_optimizer": OPTIMIZERS.get(OURS)}
     for n in lengths:
         stats = {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "runs_s": v,
                      "tokens_per_s": n * 8 * 128 / statistics.median(v)} for (k, m), v in times.items() if m == n}
@@ -214,29 +240,39 @@ def pooled(args, this_run: list[float]) -> dict:
 
 def in_trainer_steps(steps: int) -> dict:
     """Each trainer's own step times, steps 3..N of the long runs after the warm-up round: median, min-max, and
-    the ours / HF speed of each round's two runs."""
-    def kept(name: str) -> dict[str, list[float]]:  # run folder -> its step times from step 3 on
-        return {run: t[-(steps - 2):] for (v, run), t in STEP_SECONDS.items()
+    the ours / HF speed of each round's two runs (and ours with / without kept host memory, where it ran)."""
+    def kept(name: str) -> dict[str, list[float]]:  # round -> its long run's step times from step 3 on
+        return {run.split("-")[1]: t[-(steps - 2):] for (v, run), t in STEP_SECONDS.items()
                 if v == name and len(t) >= steps - 2 and not run.startswith("run-0-")}
-    runs = {name: kept(name) for name in (OURS, HF)}
-    flat = {name: [x for t in r.values() for x in t] for name, r in runs.items()}
-    if not all(flat.values()):
+    runs = {name: kept(name) for name in (OURS, HF, OURS_DEFAULT_MEMORY)}
+    runs = {name: r for name, r in runs.items() if r}
+    if OURS not in runs or HF not in runs:
         return {}
-    rounds = sorted({run.split("-")[1] for r in runs.values() for run in r})
-    per_round = [statistics.median(next(t for run, t in runs[HF].items() if run.split("-")[1] == k))
-                 / statistics.median(next(t for run, t in runs[OURS].items() if run.split("-")[1] == k))
-                 for k in rounds]
-    out = {name: median_range(v) for name, v in flat.items()}
+
+    def per_round(slow: str, fast: str) -> list[float]:
+        return [statistics.median(runs[slow][k]) / statistics.median(runs[fast][k]) for k in sorted(runs[fast])]
+
+    out = {name: median_range([x for t in r.values() for x in t]) for name, r in runs.items()}
     out["ours_vs_hf_speed"] = out[HF]["median"] / out[OURS]["median"]
-    out["ours_vs_hf_speed_rounds"] = per_round
-    out["ours_vs_hf_speed_rounds_summary"] = median_range(per_round) | {"median_ci95": median_ci95(per_round)}
+    out["ours_vs_hf_speed_rounds"] = per_round(HF, OURS)
+    out["ours_vs_hf_speed_rounds_summary"] = summary(out["ours_vs_hf_speed_rounds"])
+    if OURS_DEFAULT_MEMORY in runs:
+        out["keep_host_memory_speed_rounds"] = per_round(OURS_DEFAULT_MEMORY, OURS)
+        out["keep_host_memory_speed_rounds_summary"] = summary(out["keep_host_memory_speed_rounds"])
     print(f"\nin-trainer step clocks, steps 3-{steps} of every long run")
     print_table(["variant", "median s", "min-max s", "tokens/s"],
-                [[k, f"{v['median']:.3f}", f"{v['min']:.3f}-{v['max']:.3f}", f"{1024 / v['median']:.0f}"]
-                 for k, v in ((n, out[n]) for n in (OURS, HF))])
-    print(f"ours / HF speed: {out['ours_vs_hf_speed']:.3f}x (rounds {min(per_round):.3f}-{max(per_round):.3f})")
+                [[k, f"{out[k]['median']:.3f}", f"{out[k]['min']:.3f}-{out[k]['max']:.3f}",
+                  f"{1024 / out[k]['median']:.0f}"] for k in runs])
+    print(f"ours / HF speed per round: {range_text(out['ours_vs_hf_speed_rounds_summary'])}")
+    if OURS_DEFAULT_MEMORY in runs:
+        print("ours, kept / default host memory, per round: "
+              f"{range_text(out['keep_host_memory_speed_rounds_summary'])}")
     return out
 
+
+def summary(ratios: list[float]) -> dict:
+    """Median, min-max and the median's 95% interval of per-round ratios."""
+    return median_range(ratios) | {"median_ci95": median_ci95(ratios)}
 
 if __name__ == "__main__":
     main()
