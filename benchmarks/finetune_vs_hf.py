@@ -7,19 +7,22 @@ each trainer does it: see `benchmarks.common.DEEPSPEED_CONFIG`); plus our own ru
 
 Each variant is timed by wall clock around the whole training call, set-up included (our Trainer's engine
 and the HF Trainer's optimizer are both built there), with logging every 10 steps and one save at the end
-on both sides. Variants alternate in one process after a warm-up round; medians and min-max are reported.
+on both sides. Each run has a freshly spawned process of its own (our trainer raises glibc's malloc thresholds
+in its process: that must not reach an HF run); the variants alternate after a warm-up round; medians and
+min-max are reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import DEEPSPEED_CONFIG, alternate_runs, print_table, refuse, write_json
+from benchmarks.common import DEEPSPEED_CONFIG, alternate_runs, in_fresh_process, print_table, refuse, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -103,11 +106,13 @@ def main() -> None:
         for task in args.tasks:
             task_dir = DATA / task
             work = (model, task_dir, args.steps, args.batch)
-            variants = {
-                "ours (dynamic padding)": lambda o, w=work: ours(*w, o, True, args.precision),
-                "HF Trainer (DataCollatorWithPadding)": lambda o, w=work: hugging_face(*w, o, args.precision),
-                "ours (padded to 128)": lambda o, w=work: ours(*w, o, False, args.precision),
+            precision = args.precision
+            runs = {
+                "ours (dynamic padding)": functools.partial(ours, *work, dynamic=True, precision=precision),
+                "HF Trainer (DataCollatorWithPadding)": functools.partial(hugging_face, *work, precision=precision),
+                "ours (padded to 128)": functools.partial(ours, *work, dynamic=False, precision=precision),
             }
+            variants = {name: lambda out, run=run: in_fresh_process(run, out) for name, run in runs.items()}
             times = alternate_runs(variants, args.repeats, Path(tmp), task)
             examples = args.steps * args.batch
             stats = {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "runs_s": v,

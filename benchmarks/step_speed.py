@@ -8,7 +8,10 @@
 6. loss: the MLM loss alone (forward, argmax, backward) on the masked rows' logits, ours vs torch's.
 
     python -m benchmarks.step_speed [--layers 4 --batch 8 --rounds 10 --sections shrink search mlm rows kept loss
-        --out benchmarks/results/step_speed.json]
+        --default-host-memory --out benchmarks/results/step_speed.json]
+
+The process keeps freed host memory as the trainer does (`train.keep_host_memory`, glibc only), for every variant
+alike; `--default-host-memory` leaves glibc's malloc thresholds as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from earlybert.ticket.coefficients import attach_coefficients
 from earlybert.ticket.masks import MaskSpec, random_ticket
 from earlybert.ticket.shrink import shrink_model
 from earlybert.train.engine import adamw
+from earlybert.train.host_memory import keep_freed_host_memory
 from earlybert.train.losses import cross_entropy_and_argmax
 from earlybert.train.objectives import MaskedLMObjective
 from earlybert.train.trainer_config import TrainConfig
@@ -64,13 +68,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--sections", nargs="+", choices=["shrink", "search", "mlm", "rows", "kept", "loss"],
                    default=["shrink", "search", "mlm", "rows", "kept", "loss"])
+    p.add_argument("--default-host-memory", action="store_true",
+                   help="leave glibc's malloc thresholds at their defaults (the trainer raises them)")
     p.add_argument("--out", default="benchmarks/results/step_speed.json")
     args = p.parse_args()
+    host_memory_kept = False if args.default_host_memory else keep_freed_host_memory()
     torch.manual_seed(0)
     config = BertConfig(num_hidden_layers=args.layers, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     batch = make_batch(config.vocab_size, args.batch, args.seq)
     full = BertForMaskedLM(config)
-    results = {"layers": args.layers, "batch": args.batch, "seq": args.seq}
+    results = {"layers": args.layers, "batch": args.batch, "seq": args.seq, "host_memory_kept": host_memory_kept}
 
     if "shrink" in args.sections:
         shrink_vs_flops(full, batch, args.seq, args.rounds, results)

@@ -3,7 +3,9 @@ doing the same work; goal >= 0.97x.
 
 Same model, batches, objective and fused AdamW with clipping; both timed by wall clock around the whole loop:
 the hand loop also writes a JSON line per step and, at the end, a checkpoint (model and optimizer state) and
-the model folder, as the trainer does. The two alternate for --rounds rounds after a warm-up round.
+the model folder, as the trainer does. The two alternate for --rounds rounds after a warm-up round, in one
+process: the glibc malloc thresholds the trainer raises (`train.keep_host_memory`) then hold for the hand loop
+too, so what is measured is the trainer's other overhead.
     python -m benchmarks.trainer_overhead [--layers 2 --steps 15 --rounds 5]
         [--out benchmarks/results/trainer_overhead.json]
 """

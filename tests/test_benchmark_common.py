@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks.common import alternate, median_ci95, paired
+from benchmarks.common import alternate, in_fresh_process, median_ci95, paired
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +21,12 @@ def test_paired_ratios_are_taken_within_each_round():
     ratio = paired(spread, "a", "b")
     assert (ratio["median"], ratio["min"], ratio["max"]) == (2.0, 2.0, 2.0)
     assert ratio["median_ci95"] == [2.0, 2.0]
+
+
+def test_a_fresh_process_run_returns_its_result_from_another_process():
+    # What one trainer sets in its process (glibc's malloc thresholds) must not reach the next run.
+    assert in_fresh_process(os.getpid) != os.getpid()
+    assert in_fresh_process(sorted, [3, 1, 2]) == [1, 2, 3]
 
 
 def test_the_median_interval_brackets_the_median_and_narrows_with_rounds():
