@@ -91,8 +91,12 @@ def alternate_runs(variants: dict[Hashable, Callable[[Path], float]], repeats: i
 def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
     """`fn(*args)` run in a newly spawned Python process, its result returned: what one run sets in its process
     (glibc's malloc thresholds, thread pools, caches) never reaches the next, whichever trainer it is."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
         return pool.apply(fn, args)
+    finally:  # close and join, not terminate: the run's process exits normally and cleans up after itself
+        pool.close()
+        pool.join()
 
 
 def write_json(path: str | Path, data: dict) -> None:

@@ -37,7 +37,7 @@ def test_kept_memory_takes_the_page_faults_out_of_repeated_steps():
     default_kept, default_faults = faults("default")
     kept, kept_faults = faults("keep")
     assert kept == "True" and default_kept == "None"
-    assert default_faults >= 1000  # glibc's defaults give the 24 MiB block back and fault it in again
+    assert default_faults >= 1000  # under glibc's defaults this pattern faults freed memory in again
     assert kept_faults < 100, (kept_faults, default_faults)
 
 
