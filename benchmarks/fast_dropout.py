@@ -80,5 +80,6 @@ def main() -> None:
     write_json(args.out, {"rounds": args.rounds, "p": 0.1, "results": results})
     print_table(["what", "torch ms (min-max)", "ours ms (min-max)", "speedup, paired"], rows)
 
+
 if __name__ == "__main__":
     main()
