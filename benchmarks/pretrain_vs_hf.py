@@ -231,8 +231,7 @@ def earlier_rounds(paths: list[str], steps: int, precision: str) -> dict[str, li
 def pooled(args, this_run: list[float]) -> dict:
     """This run's in-trainer per-round ratios with the earlier runs': median, min-max and the median's interval."""
     ratios = [r for earlier in args.pooled_rounds.values() for r in earlier] + list(this_run)
-    out = median_range(ratios) | {"median_ci95": median_ci95(ratios), "rounds": len(ratios),
-                                  "files": [*args.pooled_rounds, args.out]}
+    out = summary(ratios) | {"rounds": len(ratios), "files": [*args.pooled_rounds, args.out]}
     print(f"\nin-trainer ours / HF per round, pooled over {len(args.pooled_rounds) + 1} runs ({len(ratios)} rounds): "
           f"{range_text(out)}")
     return out
