@@ -69,7 +69,19 @@ def paired(spread: dict[str, dict], numerator: str, denominator: str, scale: flo
     the machine's slow swings (this one's can be 30%) hit both sides of a round alike; with the median's 95%
     bootstrap interval."""
     ratios = [n / d * scale for n, d in zip(spread[numerator]["runs"], spread[denominator]["runs"])]
+    return ratio_summary(ratios)
+
+
+def ratio_summary(ratios: list[float]) -> dict[str, Any]:
+    """Median, min-max and the median's 95% bootstrap interval of per-round ratios."""
     return median_range(ratios) | {"median_ci95": median_ci95(ratios)}
+
+
+def round_speedups(times: dict[Hashable, list[float]], slow: Hashable, fast: Hashable) -> dict[str, Any]:
+    """How many times faster `fast` ran than `slow` in each round of `alternate_runs` (their seconds in that
+    round, divided), summarized; "rounds" keeps the ratios in order."""
+    ratios = [s / f for s, f in zip(times[slow], times[fast], strict=True)]
+    return ratio_summary(ratios) | {"rounds": ratios}
 
 
 def alternate_runs(variants: dict[Hashable, Callable[[Path], float]], repeats: int, folder: Path,

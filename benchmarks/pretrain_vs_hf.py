@@ -37,11 +37,12 @@ from benchmarks.common import (
     DEEPSPEED_CONFIG,
     alternate_runs,
     in_fresh_process,
-    median_ci95,
     median_range,
     print_table,
     range_text,
+    ratio_summary,
     refuse,
+    round_speedups,
     write_json,
 )
 
@@ -183,13 +184,15 @@ def report(args, times: dict[tuple[str, int], list[float]], lengths: list[int]) 
         mine, hf = times[(OURS, n)], times[(HF, n)]
         speed, spread = statistics.median(hf) / statistics.median(mine), [min(hf) / max(mine), max(hf) / min(mine)]
         key = "" if n == args.steps else f"_{n}_steps"
+        rounds = round_speedups(times, (HF, n), (OURS, n))
         result.update({f"variants{key}": stats, f"ours_vs_hf_speed{key}": speed,
-                       f"ours_vs_hf_speed_range{key}": spread})
+                       f"ours_vs_hf_speed_range{key}": spread, f"ours_vs_hf_speed_rounds_summary{key}": rounds})
         print(f"\n{n} steps, whole runs")
         print_table(["variant", "median s", "min-max s", "tokens/s"],
                     [[k, f"{s['median_s']:.1f}", f"{s['min_s']:.1f}-{s['max_s']:.1f}", f"{s['tokens_per_s']:.0f}"]
                      for k, s in stats.items()])
-        print(f"ours / HF speed: {speed:.3f}x (range {spread[0]:.3f}-{spread[1]:.3f})")
+        print(f"ours / HF speed: {speed:.3f}x on the medians (range {spread[0]:.3f}-{spread[1]:.3f}); "
+              f"per round {range_text(rounds)}")
     if len(lengths) == 2:  # per round: (long run - short run) / extra steps, the same round's two runs
         extra = args.steps - args.short_steps
         per_step = {k: [(a - b) / extra for a, b in zip(times[(k, args.steps)], times[(k, args.short_steps)])]
@@ -198,12 +201,13 @@ def report(args, times: dict[tuple[str, int], list[float]], lengths: list[int]) 
         result["seconds_per_extra_step"] = {k: median_range(v) | {"runs": v} for k, v in per_step.items()}
         result["ours_vs_hf_speed_per_extra_step"] = statistics.median(per_step[HF]) / statistics.median(per_step[OURS])
         result["ours_vs_hf_speed_per_extra_step_rounds"] = ratios
+        result["ours_vs_hf_speed_per_extra_step_rounds_summary"] = ratio_summary(ratios)
         print(f"\nseconds per step beyond {args.short_steps} (set-up and final save cancelled)")
         print_table(["variant", "median s", "min-max s", "tokens/s"],
                     [[k, f"{statistics.median(v):.3f}", f"{min(v):.3f}-{max(v):.3f}",
                       f"{1024 / statistics.median(v):.0f}"] for k, v in per_step.items()])
-        print(f"ours / HF speed per step: {result['ours_vs_hf_speed_per_extra_step']:.3f}x "
-              f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
+        print(f"ours / HF speed per step: {result['ours_vs_hf_speed_per_extra_step']:.3f}x on the medians; "
+              f"per round {range_text(ratio_summary(ratios))}")
     result["in_trainer_step_s"] = in_trainer_steps(args.steps)
     if args.pool and result["in_trainer_step_s"]:
         result["in_trainer_rounds_pooled"] = pooled(args, result["in_trainer_step_s"]["ours_vs_hf_speed_rounds"])
@@ -231,7 +235,7 @@ def earlier_rounds(paths: list[str], steps: int, precision: str) -> dict[str, li
 def pooled(args, this_run: list[float]) -> dict:
     """This run's in-trainer per-round ratios with the earlier runs': median, min-max and the median's interval."""
     ratios = [r for earlier in args.pooled_rounds.values() for r in earlier] + list(this_run)
-    out = summary(ratios) | {"rounds": len(ratios), "files": [*args.pooled_rounds, args.out]}
+    out = ratio_summary(ratios) | {"rounds": len(ratios), "files": [*args.pooled_rounds, args.out]}
     print(f"\nin-trainer ours / HF per round, pooled over {len(args.pooled_rounds) + 1} runs ({len(ratios)} rounds): "
           f"{range_text(out)}")
     return out
@@ -254,10 +258,10 @@ def in_trainer_steps(steps: int) -> dict:
     out = {name: median_range([x for t in r.values() for x in t]) for name, r in runs.items()}
     out["ours_vs_hf_speed"] = out[HF]["median"] / out[OURS]["median"]
     out["ours_vs_hf_speed_rounds"] = per_round(HF, OURS)
-    out["ours_vs_hf_speed_rounds_summary"] = summary(out["ours_vs_hf_speed_rounds"])
+    out["ours_vs_hf_speed_rounds_summary"] = ratio_summary(out["ours_vs_hf_speed_rounds"])
     if OURS_DEFAULT_MEMORY in runs:
         out["keep_host_memory_speed_rounds"] = per_round(OURS_DEFAULT_MEMORY, OURS)
-        out["keep_host_memory_speed_rounds_summary"] = summary(out["keep_host_memory_speed_rounds"])
+        out["keep_host_memory_speed_rounds_summary"] = ratio_summary(out["keep_host_memory_speed_rounds"])
     print(f"\nin-trainer step clocks, steps 3-{steps} of every long run")
     print_table(["variant", "median s", "min-max s", "tokens/s"],
                 [[k, f"{out[k]['median']:.3f}", f"{out[k]['min']:.3f}-{out[k]['max']:.3f}",
@@ -267,11 +271,6 @@ def in_trainer_steps(steps: int) -> dict:
         print("ours, kept / default host memory, per round: "
               f"{range_text(out['keep_host_memory_speed_rounds_summary'])}")
     return out
-
-
-def summary(ratios: list[float]) -> dict:
-    """Median, min-max and the median's 95% interval of per-round ratios."""
-    return median_range(ratios) | {"median_ci95": median_ci95(ratios)}
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import alternate, in_fresh_process, median_ci95, paired
+from benchmarks.common import alternate, in_fresh_process, median_ci95, paired, round_speedups
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,6 +21,16 @@ def test_paired_ratios_are_taken_within_each_round():
     ratio = paired(spread, "a", "b")
     assert (ratio["median"], ratio["min"], ratio["max"]) == (2.0, 2.0, 2.0)
     assert ratio["median_ci95"] == [2.0, 2.0]
+
+
+def test_whole_run_speedups_divide_the_slow_by_the_fast_in_the_same_round():
+    # `alternate_runs` seconds: the machine slows 5x in round 2; per round "fast" is still 2x, 4x, 2x faster.
+    times = {"slow": [4.0, 40.0, 8.0], "fast": [2.0, 10.0, 4.0]}
+    speed = round_speedups(times, "slow", "fast")
+    assert speed["rounds"] == [2.0, 4.0, 2.0]
+    assert (speed["median"], speed["min"], speed["max"]) == (2.0, 2.0, 4.0)
+    with pytest.raises(ValueError):  # a variant that missed a round cannot be paired
+        round_speedups({"slow": [1.0, 2.0], "fast": [1.0]}, "slow", "fast")
 
 
 def test_a_fresh_process_run_returns_its_result_from_another_process():
