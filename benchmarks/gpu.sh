@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU check (under 5 minutes on one H100/H200): BERT-base MLM, seq 128, bf16, ZeRO-1,
-# full vs slim tokens/s, model FLOP utilisation and peak memory.
+# One prepared GPU check (under 5 minutes on one H100/H200): BERT-base MLM, seq 128, batch 128, bf16, ZeRO-1.
+# Our full, slim and search steps and HF's MLM recipe take turns (2 warm-up calls, 7 rounds of 10 steps):
+# tokens/s, model FLOP utilisation, peak memory, and paired ratios with their 95% intervals.
 #   bash benchmarks/gpu.sh            (after `make test`'s set-up; needs a CUDA build of torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
