@@ -97,6 +97,7 @@ class Memory:
         return call
 
     def peak_gib(self, name: str) -> float | None:
+        """The variant's resident memory plus the most its timed calls allocated above it, in GiB."""
         return (self.resident[name] + self.transient[name]) / 2**30 if self.cuda else None
 
 

@@ -272,5 +272,6 @@ def in_trainer_steps(steps: int) -> dict:
               f"{range_text(out['keep_host_memory_speed_rounds_summary'])}")
     return out
 
+
 if __name__ == "__main__":
     main()
