@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
 import earlybert  # noqa: F401
-from benchmarks.common import alternate, paired, print_table, range_text, write_json
+from benchmarks.common import alternate, paired, print_table, range_text, refuse, write_json
 from benchmarks.step_speed import make_batch
 from earlybert.models.flops import accounting
 from earlybert.ticket.coefficients import attach_coefficients
@@ -106,11 +107,15 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=10, help="steps per timed call")
-    p.add_argument("--rounds", type=int, default=7, help="timed calls per variant, taking turns (>= 5)")
+    p.add_argument("--rounds", type=int, default=7, help="timed calls per variant, taking turns (5+ for a result)")
     p.add_argument("--deepspeed-config", default="configs/deepspeed/zero1_bf16.json")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card (H100 SXM: 989)")
     p.add_argument("--out", default="benchmarks/results/gpu.json")
     args = p.parse_args()
+    if min(args.layers, args.batch, args.steps, args.rounds) < 1:
+        refuse("--layers, --batch, --steps and --rounds must be at least 1")
+    if not Path(args.deepspeed_config).is_file():
+        refuse(f"--deepspeed-config {args.deepspeed_config}: no such file; give one of configs/deepspeed/*.json")
     dist = setup_distributed()
     cuda = torch.cuda.is_available()
     train = TrainConfig(micro_batch_size=args.batch, deepspeed_config=args.deepspeed_config, lr=1e-4,

@@ -29,3 +29,11 @@ def test_gpu_benchmark_runs_every_variant_and_writes_paired_ratios(tmp_path):
         low, high = result[ratio]["median_ci95"]
         assert result[ratio]["min"] <= low <= result[ratio]["median"] <= high <= result[ratio]["max"]
     assert result["machine"]["torch"] and result["card"] == "cpu (smoke run)"
+
+
+def test_gpu_benchmark_refuses_a_missing_deepspeed_config_before_any_work(tmp_path):
+    out = tmp_path / "gpu.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_mlm", "--deepspeed-config", "configs/none.json",
+                          "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "--deepspeed-config configs/none.json: no such file" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not out.exists()
