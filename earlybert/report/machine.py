@@ -22,6 +22,12 @@ def _cpu_name() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
+def _cpu_family_model() -> str:
+    """x86 CPU family and model ("25/1" is AMD Zen 3, "25/17" Zen 4): one model name can cover both; "" elsewhere."""
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model\t")
+    return f"{family}/{model}" if family and model else ""
+
+
 def _cpu_matrix_features() -> str:
     """The CPU flags that decide bf16 matmul speed (a CPU without them runs bf16 far slower than fp32)."""
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -34,7 +40,7 @@ def machine_info() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"cpu": _cpu_name(), "cpu_features": _cpu_matrix_features(),
+    return {"cpu": _cpu_name(), "cpu_family_model": _cpu_family_model(), "cpu_features": _cpu_matrix_features(),
             "threads": str(torch.get_num_threads()), "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__, "deepspeed": deepspeed.__version__,
             "date": date.today().isoformat(),
