@@ -7,6 +7,14 @@ import pytest
 from earlybert.report import machine
 
 
+@pytest.fixture(autouse=True)
+def fresh_cpuinfo():
+    # /proc/cpuinfo is read once per process: each test reads its own (fake or real) file.
+    machine._cpuinfo_fields.cache_clear()
+    yield
+    machine._cpuinfo_fields.cache_clear()
+
+
 def test_family_and_model_read_from_cpuinfo(monkeypatch, tmp_path):
     # Zen 3 and Zen 4 EPYCs both call themselves "AMD EPYC"; only family/model (and the flags) tell them apart.
     fake = tmp_path / "cpuinfo"

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 from datetime import date
 from pathlib import Path
 
 
-def _cpuinfo(key: str) -> str | None:
-    """The first `key : value` line of /proc/cpuinfo, its value (None where there is no such file or line)."""
+@functools.cache
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first processor's `key : value` lines of /proc/cpuinfo, read once (empty where there is no such file)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(key):
-                return line.split(":", 1)[1].strip()
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return None
+    return fields
+
+
+def _cpuinfo(key: str) -> str | None:
+    """The value of /proc/cpuinfo's first `key` line (None where there is none)."""
+    return _cpuinfo_fields().get(key)
 
 
 def _cpu_name() -> str:
@@ -24,7 +33,7 @@ def _cpu_name() -> str:
 
 def _cpu_family_model() -> str:
     """x86 CPU family and model ("25/1" is AMD Zen 3, "25/17" Zen 4): one model name can cover both; "" elsewhere."""
-    family, model = _cpuinfo("cpu family"), _cpuinfo("model\t")
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
     return f"{family}/{model}" if family and model else ""
 
 
