@@ -26,7 +26,9 @@ def test_forward_flops_by_hand():
     ("bert", "masked_lm", 0.15, 0.15), ("electra", "masked_lm", 0.15, 0.15),
     ("bert", "masked_lm", 1.0, 1.0),  # full-sequence logits: no masked-position objective
     ("distilbert", "masked_lm", 0.15, 1.0), ("modernbert", "masked_lm", 0.15, 1.0),  # not supported
-    ("bert", "sequence_classification", 0.15, 1.0),
+    ("bert", "sequence_classification", 1.0, 1 / 16), ("roberta", "sequence_classification", 0.15, 1 / 16),
+    ("distilbert", "sequence_classification", 1.0, 1.0),  # not supported: every row
+    ("bert", "question_answering", 1.0, 1.0),  # start and end logits read every position
 ])
 def test_accounting_counts_the_last_layer_at_the_rows_the_objective_computes(family, task, mlm_fraction, rows):
     model = tiny_model(family, task)

@@ -15,7 +15,7 @@ from earlybert.models.last_layer_rows import (
 from earlybert.ticket.coefficients import attach_coefficients, ffn_coefficients, head_coefficients
 from earlybert.ticket.shrink import shrink_model
 from earlybert.ticket.ticket import Ticket
-from earlybert.train.objectives import MaskedLMObjective
+from earlybert.train.objectives import ClassificationObjective, MaskedLMObjective
 from tests.conftest import FAMILIES, random_inputs, tiny_model
 
 BERT_LAYOUT_FAMILIES = ("bert", "roberta", "xlm-roberta", "electra")
@@ -121,9 +121,9 @@ def test_unsupported_family_is_left_untouched():
         assert not on
 
 
-def test_gradients_are_unchanged_under_gradient_checkpointing():
+def test_gradients_are_unchanged_under_activation_checkpointing():
     model = tiny_model("bert").train()  # tiny configs have no dropout: train mode is deterministic
-    model.gradient_checkpointing_enable({"use_reentrant": False})
+    model.activation_checkpointing_enable({"use_reentrant": False})  # transformers v5 name
     reference = copy.deepcopy(model)
     inputs = random_inputs(model)
     labels = masked_labels(inputs)
@@ -131,3 +131,66 @@ def test_gradients_are_unchanged_under_gradient_checkpointing():
     reference_loss(reference, inputs, labels).backward()
     for name, grad in gradients(reference).items():
         torch.testing.assert_close(gradients(model)[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def classifier_loss(model, inputs, labels) -> torch.Tensor:
+    """The summed classification loss from the family's own forward over every position."""
+    return F.cross_entropy(model(**inputs).logits, labels, reduction="sum")
+
+
+@pytest.mark.parametrize("attention", ["sdpa", FAST_SDPA])
+@pytest.mark.parametrize("family", BERT_LAYOUT_FAMILIES)
+def test_a_classifier_runs_its_last_layer_at_the_first_position_with_every_gradient_unchanged(family, attention):
+    model = tiny_model(family, "sequence_classification", num_labels=3)
+    model.set_attn_implementation(attention)
+    reference = copy.deepcopy(model)
+    objective = ClassificationObjective(model)
+    inputs = random_inputs(model, batch=3, seq=11)  # the last row has a padded tail
+    labels = torch.tensor([0, 2, 1])
+    ffn_rows = []
+    last = get_adapter(model).layer_parts(model)[-1]
+    last.ffn_out.register_forward_hook(lambda module, args, out: ffn_rows.append(args[0].shape[:-1].numel()))
+
+    loss, stats = objective(**inputs, labels=labels)
+    loss.backward()
+    expected = classifier_loss(reference, inputs, labels) / 3
+    expected.backward()
+
+    assert objective.first_position_only
+    assert ffn_rows == [3]  # one row a sequence went through the last FFN, not 3 x 11
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    ours, theirs = gradients(model), gradients(reference)
+    assert ours.keys() == theirs.keys()
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert last.ffn_out.weight.grad.abs().sum() > 0
+
+
+def test_a_slim_classifier_with_coefficients_gets_the_full_forward_gradients():
+    full = tiny_model("bert", "sequence_classification", num_labels=2)
+    ticket = Ticket("bert", heads=[[1, 0, 1, 1], [0, 1, 0, 0]], ffn=[[1] * 40 + [0] * 8, [0, 1] * 20 + [1] * 8])
+    model = shrink_model(full, ticket)
+    attach_coefficients(model)
+    with torch.no_grad():  # coefficients away from 1.0, so a missed scale would show
+        for c in head_coefficients(model) + ffn_coefficients(model):
+            c.uniform_(0.5, 1.5)
+    reference = copy.deepcopy(model)
+    inputs = random_inputs(model, batch=4, seq=9)
+    labels = torch.tensor([1, 0, 0, 1])
+
+    ClassificationObjective(model)(**inputs, labels=labels)[0].backward()
+    (classifier_loss(reference, inputs, labels) / 4).backward()
+
+    for name, grad in gradients(reference).items():
+        torch.testing.assert_close(gradients(model)[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+    assert head_coefficients(model)[-1].grad.abs().sum() > 0 and ffn_coefficients(model)[-1].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in BERT_LAYOUT_FAMILIES])
+def test_other_classifiers_run_every_row(family):
+    model = tiny_model(family, "sequence_classification", num_labels=2)
+    assert not ClassificationObjective(model).first_position_only
+    with torch.no_grad():  # and their logits are the family's own
+        inputs = random_inputs(model, batch=2, seq=7)
+        torch.testing.assert_close(ClassificationObjective(model)(**inputs, labels=torch.tensor([0, 1]))[0],
+                                   classifier_loss(model, inputs, torch.tensor([0, 1])) / 2)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from earlybert.models.adapters import get_adapter, head_size, layer_sizes
-from earlybert.models.last_layer_rows import supports_last_layer_rows
+from earlybert.models.last_layer_rows import reads_first_position_only, supports_last_layer_rows
 
 
 @dataclass
@@ -99,10 +99,13 @@ def training_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: floa
     return 3 * forward_flops_per_token(shape, seq_len, mlm_fraction, last_layer_rows)
 
 
-def masked_lm_last_layer_rows(model: nn.Module, mlm_fraction: float) -> float:
-    """The `last_layer_rows` of `MaskedLMObjective` training at `mlm_fraction` (1.0 where not supported)."""
+def trained_last_layer_rows(model: nn.Module, seq_len: int, mlm_fraction: float) -> float:
+    """The `last_layer_rows` of our objectives' training: `mlm_fraction` for `MaskedLMObjective` below 1.0,
+    one row a sequence for a classifier that reads position 0 alone, else 1.0 (every row)."""
     task = get_adapter(model).task_of(model)
-    return mlm_fraction if mlm_fraction < 1 and task == "masked_lm" and supports_last_layer_rows(model) else 1.0
+    if mlm_fraction < 1 and task == "masked_lm" and supports_last_layer_rows(model):
+        return mlm_fraction
+    return 1 / seq_len if reads_first_position_only(model) else 1.0
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -131,10 +134,11 @@ def accounting(model: nn.Module, seq_len: int = 128, mlm_fraction: float = 1.0) 
     """Parameters, FLOPs per token and the shape summary, as one dict for reports.
 
     `mlm_fraction` < 1 means `MaskedLMObjective` training: the head, and where supported the last layer's
-    query side, run at that share of positions.
+    query side, run at that share of positions. A classifier that reads position 0 alone runs the last layer's
+    query side there (`ClassificationObjective`).
     """
     shape = ModelShape.of(model)
-    rows = masked_lm_last_layer_rows(model, mlm_fraction)
+    rows = trained_last_layer_rows(model, seq_len, mlm_fraction)
     return {
         "params": count_parameters(model),
         "forward_flops_per_token": forward_flops_per_token(shape, seq_len, mlm_fraction, rows),

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from earlybert.models.adapters import get_adapter, model_inputs
-from earlybert.models.last_layer_rows import enable_last_layer_rows, last_layer_rows
+from earlybert.models.last_layer_rows import (
+    enable_last_layer_rows,
+    first_position,
+    last_layer_rows,
+    reads_first_position_only,
+)
 from earlybert.ticket.coefficients import has_coefficients, l1_penalty
 from earlybert.train.losses import cross_entropy_and_argmax
 
@@ -199,14 +204,24 @@ class PretrainingObjective(MaskedLMObjective):
 
 
 class ClassificationObjective(Objective):
-    """Cross-entropy (or MSE when the model has one output: regression) summed over examples."""
+    """Cross-entropy (or MSE when the model has one output: regression) summed over examples.
+
+    Where the family's head reads only the first position (`reads_first_position_only`: BERT, RoBERTa, XLM-R,
+    ELECTRA), the last encoder layer runs its query side at that position alone: same logits and gradients.
+    """
+
+    def __init__(self, model: nn.Module, lambda_heads: float = 0.0, lambda_ffn: float = 0.0):
+        super().__init__(model, lambda_heads, lambda_ffn)
+        self.first_position_only = reads_first_position_only(model) and enable_last_layer_rows(model)
 
     @staticmethod
     def count(batch: dict[str, torch.Tensor]) -> int:
         return int(batch["labels"].numel())
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
-        logits = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).logits
+        rows = first_position(input_ids) if self.first_position_only else None
+        with last_layer_rows(self.model, rows):  # rows None: every row, the family's own forward
+            logits = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).logits
         if logits.shape[-1] == 1:
             summed = F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction="sum")
             correct = torch.zeros((), device=logits.device)
