@@ -71,14 +71,20 @@ def test_loss_and_every_gradient_equal_the_full_forward(family, attention):
     assert last.ffn_out.weight.grad.abs().sum() > 0  # the last layer did learn
 
 
-def test_slim_layers_with_coefficients_give_the_full_forward_gradients():
-    full = tiny_model("bert")
+def slim_with_coefficients(task: str, **overrides):
+    """A shrunk tiny BERT with coefficients attached and set away from 1.0 (a missed scale would show)."""
+    full = tiny_model("bert", task, **overrides)
     ticket = Ticket("bert", heads=[[1, 0, 1, 1], [0, 1, 0, 0]], ffn=[[1] * 40 + [0] * 8, [0, 1] * 20 + [1] * 8])
     model = shrink_model(full, ticket)
     attach_coefficients(model)
-    with torch.no_grad():  # coefficients away from 1.0, so a missed scale would show
+    with torch.no_grad():
         for c in head_coefficients(model) + ffn_coefficients(model):
             c.uniform_(0.5, 1.5)
+    return model
+
+
+def test_slim_layers_with_coefficients_give_the_full_forward_gradients():
+    model = slim_with_coefficients("masked_lm")
     reference = copy.deepcopy(model)
     inputs = random_inputs(model, batch=4, seq=9)
     labels = masked_labels(inputs)
@@ -167,13 +173,7 @@ def test_a_classifier_runs_its_last_layer_at_the_first_position_with_every_gradi
 
 
 def test_a_slim_classifier_with_coefficients_gets_the_full_forward_gradients():
-    full = tiny_model("bert", "sequence_classification", num_labels=2)
-    ticket = Ticket("bert", heads=[[1, 0, 1, 1], [0, 1, 0, 0]], ffn=[[1] * 40 + [0] * 8, [0, 1] * 20 + [1] * 8])
-    model = shrink_model(full, ticket)
-    attach_coefficients(model)
-    with torch.no_grad():  # coefficients away from 1.0, so a missed scale would show
-        for c in head_coefficients(model) + ffn_coefficients(model):
-            c.uniform_(0.5, 1.5)
+    model = slim_with_coefficients("sequence_classification", num_labels=2)
     reference = copy.deepcopy(model)
     inputs = random_inputs(model, batch=4, seq=9)
     labels = torch.tensor([1, 0, 0, 1])
