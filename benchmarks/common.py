@@ -12,8 +12,6 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch  # noqa: F401
-
 from earlybert.report.machine import machine_info
 
 # Our trainer's DeepSpeed config per precision in the benchmarks that compare with the HF Trainer (which gets

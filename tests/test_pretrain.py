@@ -57,6 +57,7 @@ def test_search_fires_shrinks_trains_on_and_saves_a_loadable_slim_model(baseline
     # drawn by the detector or at max_search_steps (40): a tiny model's masks settle near the threshold
     assert summary["drawn_by"] in ("fired", "limit") and summary["ticket_step"] <= 40
     assert summary["host_memory_kept"] is uses_glibc_malloc()  # on by default
+    assert summary["mkl_intel_path"].startswith(("on: ", "off: "))  # what MKL ran, for reading its speed
     assert summary["stage"] == "slim" and summary["steps"] == 60
     assert summary["steps_in"]["search"] == summary["ticket_step"]
     assert summary["steps_in"]["slim"] == 60 - summary["ticket_step"]

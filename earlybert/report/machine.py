@@ -7,6 +7,8 @@ import platform
 from datetime import date
 from pathlib import Path
 
+from earlybert import mkl_dispatch
+
 
 @functools.cache
 def _cpuinfo_fields() -> dict[str, str]:
@@ -52,5 +54,5 @@ def machine_info() -> dict[str, str]:
     return {"cpu": _cpu_name(), "cpu_family_model": _cpu_family_model(), "cpu_features": _cpu_matrix_features(),
             "threads": str(torch.get_num_threads()), "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__, "deepspeed": deepspeed.__version__,
-            "date": date.today().isoformat(),
+            "mkl_intel_path": mkl_dispatch.status(), "date": date.today().isoformat(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}

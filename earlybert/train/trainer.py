@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from earlybert import mkl_dispatch
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter, layer_sizes
 from earlybert.models.checkpoint import write_dir_atomically
@@ -347,6 +348,7 @@ class Trainer:
             "weights": self.ticket_search.steps.weights if self.ticket_search else None,
             "optimizer_state_at_shrink": self.optimizer_state,
             "optimizer": optimizer_name(self.engine), "host_memory_kept": self.host_memory_kept,
+            "mkl_intel_path": mkl_dispatch.status(),
             "full": self.full_accounting, "slim": final,
             # Each rank's peak resident memory (this process; forked tokenizing workers are not counted).
             "peak_rss_mb": all_gather_object(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)),

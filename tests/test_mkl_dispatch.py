@@ -1,0 +1,66 @@
+"""MKL's Intel kernels on AMD CPUs: when our vendor check is loaded, what wins the link, and the same products."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from earlybert import mkl_dispatch
+
+pytestmark = pytest.mark.skipif(mkl_dispatch._library() is None or sys.platform != "linux",
+                                reason="the library is built on Linux where the install had a C compiler")
+
+# Runs in a fresh interpreter: whether torch is already imported is the point. Prints a JSON line.
+# The module is loaded from its file: importing the earlybert package would already call it (and import torch).
+PROBE = """
+import ctypes, importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("mkl_dispatch", sys.argv[2])
+mkl_dispatch = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mkl_dispatch)
+torch_first = sys.argv[1] == "torch-first"
+if torch_first:
+    import torch
+status = mkl_dispatch.use_mkl_intel_path(vendor="AuthenticAMD")
+import torch
+def address(lib):  # None where the symbol is not in that scope
+    try:
+        return ctypes.cast(lib.mkl_serv_intel_cpu_true, ctypes.c_void_p).value
+    except AttributeError:
+        return None
+ours = address(ctypes.CDLL(str(mkl_dispatch._library())))
+gen = torch.Generator().manual_seed(0)
+x, w = torch.randn(256, 768, generator=gen, requires_grad=True), torch.randn(3072, 768, generator=gen)
+torch.nn.functional.linear(x, w).square().sum().backward()
+print(json.dumps({"status": status, "bound_to_ours": address(ctypes.CDLL(None)) == ours,
+                  "product": (x.detach() @ w.T)[:4, :4].tolist(), "input_grad": x.grad[:4, :4].tolist()}))
+"""
+
+
+def probe(order: str, **env: str) -> dict:
+    """The probe's JSON line, run with earlybert imported first ("earlybert-first") or torch ("torch-first")."""
+    done = subprocess.run([sys.executable, "-c", PROBE, order, mkl_dispatch.__file__], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **env}, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_loaded_before_torch_it_is_the_definition_the_process_binds_and_products_agree():
+    on, off = probe("earlybert-first"), probe("torch-first")
+    assert on["status"].startswith("on:") and on["bound_to_ours"]
+    assert off["status"] == "off: torch was imported before earlybert" and not off["bound_to_ours"]
+    for key in ("product", "input_grad"):  # MKL's Intel kernels: the same fp32 products up to rounding order
+        for row_on, row_off in zip(on[key], off[key], strict=True):
+            assert row_on == pytest.approx(row_off, rel=1e-4, abs=1e-3)
+
+
+def test_switched_off_by_the_environment():
+    result = probe("earlybert-first", **{mkl_dispatch.ENV: "0"})
+    assert result["status"] == f"off: {mkl_dispatch.ENV}=0" and not result["bound_to_ours"]
+
+
+def test_does_nothing_on_other_vendors():
+    assert mkl_dispatch.use_mkl_intel_path(vendor="GenuineIntel") == "off: not an AMD CPU (GenuineIntel)"
+    assert mkl_dispatch.status() == "off: not an AMD CPU (GenuineIntel)"
