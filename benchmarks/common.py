@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -98,10 +99,20 @@ def alternate_runs(variants: dict[Hashable, Callable[[Path], float]], repeats: i
     return times
 
 
-def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+def in_fresh_process(fn: Callable[..., Any], *args: Any, env: dict[str, str] | None = None) -> Any:
     """`fn(*args)` run in a newly spawned Python process, its result returned: what one run sets in its process
-    (glibc's malloc thresholds, thread pools, caches) never reaches the next, whichever trainer it is."""
-    pool = multiprocessing.get_context("spawn").Pool(1)
+    (glibc's malloc thresholds, thread pools, caches) never reaches the next, whichever trainer it is. `env`: the
+    environment variables that process starts with beyond this one's (this process's own are left as they were)."""
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(1)  # the process starts here, with the environment above
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
     try:
         return pool.apply(fn, args)
     finally:  # close and join, not terminate: the run's process exits normally and cleans up after itself

@@ -129,8 +129,8 @@ def isolated(variant: str, fn: functools.partial, mkl_intel_path: bool):
     """A run of `fn(out)` in a fresh process, for `alternate_runs`: returns its seconds, keeps its step times.
     `mkl_intel_path` is earlybert's MKL choice in that process (off: MKL as a plain torch script runs it)."""
     def run(out: Path) -> float:
-        os.environ[mkl_dispatch.ENV] = "1" if mkl_intel_path else "0"  # the spawned process inherits it
-        seconds, steps, optimizer, MKL[variant] = in_fresh_process(fn, out)
+        env = {mkl_dispatch.ENV: "1" if mkl_intel_path else "0"}
+        seconds, steps, optimizer, MKL[variant] = in_fresh_process(fn, out, env=env)
         STEP_SECONDS[(variant, out.name)] = steps
         OPTIMIZERS[variant] = optimizer
         return seconds

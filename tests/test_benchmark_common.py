@@ -39,6 +39,16 @@ def test_a_fresh_process_run_returns_its_result_from_another_process():
     assert in_fresh_process(sorted, [3, 1, 2]) == [1, 2, 3]
 
 
+def test_a_fresh_process_starts_with_the_given_environment_and_this_one_keeps_its_own(monkeypatch):
+    # How one side of a comparison runs MKL as a plain script and the other as earlybert sets it.
+    monkeypatch.setenv("EARLYBERT_KEPT", "here")
+    monkeypatch.delenv("EARLYBERT_ONLY_THERE", raising=False)
+    env = {"EARLYBERT_KEPT": "there", "EARLYBERT_ONLY_THERE": "1"}
+    assert in_fresh_process(os.getenv, "EARLYBERT_KEPT", env=env) == "there"
+    assert in_fresh_process(os.getenv, "EARLYBERT_ONLY_THERE", env=env) == "1"
+    assert os.environ["EARLYBERT_KEPT"] == "here" and "EARLYBERT_ONLY_THERE" not in os.environ
+
+
 def test_the_median_interval_brackets_the_median_and_narrows_with_rounds():
     few = [1.0, 1.2, 1.4, 1.6, 1.8]
     many = few * 8
