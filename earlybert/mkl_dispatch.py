@@ -1,8 +1,9 @@
-"""MKL's own kernels on AMD CPUs: fp32 matmuls about a fifth faster on a Zen 3.
+"""MKL's own kernels on AMD CPUs.
 
 torch's CPU wheels do their fp32 matmuls in MKL, which picks its kernels by CPU vendor first: on an AMD CPU it
-takes a generic path, slower than the AVX2 kernels it runs on Intel CPUs with the same instruction sets (2-core
-Zen 3: 73-112 GFLOP/s on BERT-base's linear shapes against 125-150, benchmarks/RESULTS.md section 26). MKL asks
+takes a generic path rather than the AVX2 / AVX-512 kernels it runs on Intel CPUs with the same instruction sets.
+On a 2-core Zen 3 our 12-layer MLM training step ran 1.034x faster with them (CI 1.011-1.060; plain matmuls in
+one state of that VM about 1.2x, in another within noise: benchmarks/RESULTS.md section 26). MKL asks
 one exported function, `mkl_serv_intel_cpu_true`, whether the CPU is Intel's. A tiny library of ours
 (`earlybert/csrc/mkl_intel_path.c`, built at install) defines it to say yes; loaded into the process's global
 symbol scope before torch, it is the definition torch's MKL binds to, and MKL then chooses by instruction sets
