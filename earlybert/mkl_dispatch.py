@@ -24,20 +24,10 @@ import platform
 import sys
 from pathlib import Path
 
+from earlybert.report.machine import cpuinfo  # reads /proc/cpuinfo without importing torch
+
 ENV = "EARLYBERT_MKL_INTEL_PATH"
 _status = "not tried"
-
-
-def _cpu_vendor() -> str:
-    """The first `vendor_id` of /proc/cpuinfo ("" where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "vendor_id":
-                return value.strip()
-    except OSError:
-        pass
-    return ""
 
 
 def _library() -> Path | None:
@@ -53,7 +43,7 @@ def _library() -> Path | None:
 def use_mkl_intel_path(vendor: str | None = None) -> str:
     """Load our `mkl_serv_intel_cpu_true` ahead of torch's MKL on an AMD CPU; return (and keep) what was done."""
     global _status
-    vendor = _cpu_vendor() if vendor is None else vendor
+    vendor = (cpuinfo("vendor_id") or "") if vendor is None else vendor
     library = _library()
     if os.environ.get(ENV, "1") == "0":
         _status = f"off: {ENV}=0"

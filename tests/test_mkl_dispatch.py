@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +16,13 @@ pytestmark = pytest.mark.skipif(mkl_dispatch._library() is None or sys.platform 
                                 reason="the library is built on Linux where the install had a C compiler")
 
 # Runs in a fresh interpreter: whether torch is already imported is the point. Prints a JSON line.
-# The module is loaded from its file: importing the earlybert package would already call it (and import torch).
+# The package is stood up without running its __init__, which would already call the module (and import torch).
 PROBE = """
-import ctypes, importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("mkl_dispatch", sys.argv[2])
-mkl_dispatch = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mkl_dispatch)
+import ctypes, json, sys, types
+package = types.ModuleType("earlybert")
+package.__path__ = [sys.argv[2]]
+sys.modules["earlybert"] = package
+from earlybert import mkl_dispatch
 torch_first = sys.argv[1] == "torch-first"
 if torch_first:
     import torch
@@ -42,7 +44,8 @@ print(json.dumps({"status": status, "bound_to_ours": address(ctypes.CDLL(None)) 
 
 def probe(order: str, **env: str) -> dict:
     """The probe's JSON line, run with earlybert imported first ("earlybert-first") or torch ("torch-first")."""
-    done = subprocess.run([sys.executable, "-c", PROBE, order, mkl_dispatch.__file__], capture_output=True,
+    package = str(Path(mkl_dispatch.__file__).parent)
+    done = subprocess.run([sys.executable, "-c", PROBE, order, package], capture_output=True,
                           text=True, timeout=120, env={**os.environ, **env}, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -7,8 +7,6 @@ import platform
 from datetime import date
 from pathlib import Path
 
-from earlybert import mkl_dispatch
-
 
 @functools.cache
 def _cpuinfo_fields() -> dict[str, str]:
@@ -24,25 +22,25 @@ def _cpuinfo_fields() -> dict[str, str]:
     return fields
 
 
-def _cpuinfo(key: str) -> str | None:
+def cpuinfo(key: str) -> str | None:
     """The value of /proc/cpuinfo's first `key` line (None where there is none)."""
     return _cpuinfo_fields().get(key)
 
 
 def _cpu_name() -> str:
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _cpu_family_model() -> str:
     """x86 CPU family and model ("25/1" is AMD Zen 3, "25/17" Zen 4): one model name can cover both; "" elsewhere."""
-    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    family, model = cpuinfo("cpu family"), cpuinfo("model")
     return f"{family}/{model}" if family and model else ""
 
 
 def _cpu_matrix_features() -> str:
     """The CPU flags that decide bf16 matmul speed (a CPU without them runs bf16 far slower than fp32)."""
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return " ".join(f for f in (_cpuinfo("flags") or "").split() if f in wanted)
+    return " ".join(f for f in (cpuinfo("flags") or "").split() if f in wanted)
 
 
 def machine_info() -> dict[str, str]:
@@ -50,6 +48,8 @@ def machine_info() -> dict[str, str]:
     import deepspeed
     import torch
     import transformers
+
+    from earlybert import mkl_dispatch
 
     return {"cpu": _cpu_name(), "cpu_family_model": _cpu_family_model(), "cpu_features": _cpu_matrix_features(),
             "threads": str(torch.get_num_threads()), "python": platform.python_version(),
