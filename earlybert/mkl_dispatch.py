@@ -24,7 +24,7 @@ import platform
 import sys
 from pathlib import Path
 
-from earlybert.report.machine import cpuinfo  # reads /proc/cpuinfo without importing torch
+from earlybert.cpuinfo import cpuinfo
 
 ENV = "EARLYBERT_MKL_INTEL_PATH"
 _status = "not tried"

@@ -4,15 +4,16 @@ from pathlib import Path
 
 import pytest
 
+from earlybert import cpuinfo
 from earlybert.report import machine
 
 
 @pytest.fixture(autouse=True)
 def fresh_cpuinfo():
     # /proc/cpuinfo is read once per process: each test reads its own (fake or real) file.
-    machine._cpuinfo_fields.cache_clear()
+    cpuinfo._fields.cache_clear()
     yield
-    machine._cpuinfo_fields.cache_clear()
+    cpuinfo._fields.cache_clear()
 
 
 def test_family_and_model_read_from_cpuinfo(monkeypatch, tmp_path):
@@ -21,14 +22,14 @@ def test_family_and_model_read_from_cpuinfo(monkeypatch, tmp_path):
     fake.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
                     "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
     real_path = Path
-    monkeypatch.setattr(machine, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.setattr(cpuinfo, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
     assert machine._cpu_family_model() == "25/17"
     assert machine._cpu_name() == "AMD EPYC"
     assert machine._cpu_matrix_features() == "avx2 avx512f avx512_bf16"
 
 
 def test_no_cpuinfo_gives_empty_family_model(monkeypatch, tmp_path):
-    monkeypatch.setattr(machine, "Path", lambda p: tmp_path / "missing")
+    monkeypatch.setattr(cpuinfo, "Path", lambda p: tmp_path / "missing")
     assert machine._cpu_family_model() == ""
 
 
