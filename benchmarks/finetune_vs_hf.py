@@ -9,8 +9,7 @@ Each variant is timed by wall clock around the whole training call, set-up inclu
 and the HF Trainer's optimizer are both built there), with logging every 10 steps and one save at the end
 on both sides. Each run has a freshly spawned process of its own (our trainer raises glibc's malloc thresholds
 in its process: that must not reach an HF run); the variants alternate after a warm-up round; medians and
-min-max are reported. Our runs get MKL's Intel kernels where earlybert gives them (an AMD CPU,
-`earlybert.mkl_dispatch`), HF's runs MKL as a plain transformers script gets it.
+min-max are reported.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from benchmarks.common import (
     round_speedups,
     write_json,
 )
-from earlybert.mkl_dispatch import ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -123,11 +121,7 @@ def main() -> None:
                 "HF Trainer (DataCollatorWithPadding)": functools.partial(hugging_face, *work, precision=precision),
                 "ours (padded to 128)": functools.partial(ours, *work, dynamic=False, precision=precision),
             }
-            # MKL as each side gets it: ours through earlybert (its Intel kernels on an AMD CPU), HF's as a plain
-            # transformers script (`earlybert.mkl_dispatch`)
-            envs = {name: {ENV: "0" if name.startswith("HF") else "1"} for name in runs}
-            variants = {name: lambda out, run=run, env=envs[name]: in_fresh_process(run, out, env=env)
-                        for name, run in runs.items()}
+            variants = {name: lambda out, run=run: in_fresh_process(run, out) for name, run in runs.items()}
             times = alternate_runs(variants, args.repeats, Path(tmp), task)
             examples = args.steps * args.batch
             stats = {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "runs_s": v,

@@ -11,12 +11,13 @@ weights with fp32 masters in the optimizer; HF: `bf16=True`, autocast over fp32 
 Each run is timed by wall clock around the whole call, set-up included on both sides (model built from its
 config, optimizer, one save with optimizer state at the end), in a freshly spawned process of its own (our trainer
 raises glibc's malloc thresholds in its process: that must not reach an HF run); the sides alternate after a
-warm-up round. Our runs get MKL's Intel kernels where earlybert gives them (an AMD CPU, `earlybert.mkl_dispatch`),
-HF's runs MKL as a plain transformers script gets it; `--hf-mkl-intel-path` adds HF's recipe with them too, which
-parts what the GEMM library contributes from what the trainers do. `--ours-default-memory` adds ours with
-`train.keep_host_memory=false`, to show what keeping freed host memory contributes. With `--short-steps N`
-each side also runs N steps in every round: (long run - short run) / (steps - N) is the time of one more
-training step with set-up and the final save cancelled, the steady-state rate of a long run.
+warm-up round. Our runs get MKL's Intel kernels on an AMD CPU (`EARLYBERT_MKL_INTEL_PATH=1`, opt-in:
+`earlybert.mkl_dispatch`), HF's runs MKL as a plain transformers script gets it; `--hf-mkl-intel-path` adds
+HF's recipe with them too, which parts what the GEMM library contributes from what the trainers do.
+`--ours-default-memory` adds ours with `train.keep_host_memory=false`, to show what keeping freed host memory
+contributes. With `--short-steps N` each side also runs N steps in every round: (long run - short run) /
+(steps - N) is the time of one more training step with set-up and the final save cancelled, the steady-state
+rate of a long run.
 Each trainer's own step clock is also read (ours: the step times in metrics.jsonl; HF: a callback at every
 step's end): the median step from the third on, over the long runs of every round, is a second steady-state
 figure that whole-run noise does not enter. `--pool` adds the per-round in-trainer ratios of earlier runs with

@@ -9,10 +9,13 @@ one exported function, `mkl_serv_intel_cpu_true`, whether the CPU is Intel's. A 
 symbol scope before torch, it is the definition torch's MKL binds to, and MKL then chooses by instruction sets
 alone, as on Intel. Numerics are those of MKL's Intel kernels: same fp32 products up to rounding order.
 
-This module imports nothing heavy: `earlybert/__init__.py` calls `use_mkl_intel_path()` before anything imports
-torch. It does nothing where the CPU is not AMD, on platforms other than Linux x86-64, where the library was not
-built (no C compiler at install), where torch was imported before earlybert (MKL has bound its own definition by
-then), or where `EARLYBERT_MKL_INTEL_PATH=0`. `status()` says which, for summaries and results JSONs.
+Opt-in, with `EARLYBERT_MKL_INTEL_PATH=1`: with MKL's Intel kernels (MKL's conditional numerical reproducibility
+off, its default) a run resumed from a checkpoint ended 1 ulp away from the uninterrupted run in CI, where the
+default dispatch resumes bit for bit; exact resume comes first. This module imports nothing heavy:
+`earlybert/__init__.py` calls `use_mkl_intel_path()` before anything imports torch. It does nothing unless turned
+on, where the CPU is not AMD, on platforms other than Linux x86-64, where the library was not
+built (no C compiler at install), or where torch was imported before earlybert (MKL has bound its own definition
+by then). `status()` says which, for summaries and results JSONs.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ def use_mkl_intel_path(vendor: str | None = None) -> str:
     global _status
     vendor = (cpuinfo("vendor_id") or "") if vendor is None else vendor
     library = _library()
-    if os.environ.get(ENV, "1") == "0":
-        _status = f"off: {ENV}=0"
+    if os.environ.get(ENV, "0") != "1":
+        _status = f"off: opt-in ({ENV}=1)"
     elif vendor != "AuthenticAMD":
         _status = f"off: not an AMD CPU ({vendor or 'unknown vendor'})"
     elif sys.platform != "linux" or platform.machine() != "x86_64":
