@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import queue
 import random
 import statistics
 import sys
@@ -118,6 +119,63 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any, env: dict[str, str] | N
     finally:  # close and join, not terminate: the run's process exits normally and cleans up after itself
         pool.close()
         pool.join()
+
+
+class Turns:
+    """One side of two processes taking turns (`in_turns`): `take` waits for this side's turn, `hand_over` ends
+    it, keeping its seconds, and gives the turn to the other side."""
+
+    def __init__(self, mine, theirs, ready, timeout_s: float):
+        self.mine, self.theirs, self.ready, self.timeout_s = mine, theirs, ready, timeout_s
+        self.started: float | None = None
+        self.seconds: list[float] = []
+
+    def take(self) -> None:
+        if self.started is None:  # both sides set up before either's first turn: no turn runs beside a set-up
+            self.ready.wait(self.timeout_s)
+        if not self.mine.acquire(timeout=self.timeout_s):
+            raise RuntimeError(f"the other side did not hand over its turn within {self.timeout_s:.0f} s")
+        self.started = time.perf_counter()
+
+    def hand_over(self) -> None:
+        self.seconds.append(time.perf_counter() - self.started)
+        self.theirs.release()
+
+
+def _take_turns(name: str, job: Callable[[Turns], Any], turns: Turns, results) -> None:
+    results.put((name, job(turns)))
+
+
+def in_turns(jobs: dict[str, Callable[[Turns], Any]], first: str, timeout_s: float = 1800.0) -> dict[str, Any]:
+    """The results of two jobs run side by side, each in a newly spawned process, taking turns through the
+    `Turns` each is given: while one works between `take` and `hand_over` the other waits, blocked, using no
+    CPU. Paired turns are seconds apart, so a machine's slow swings hit both sides alike. `first` has the first
+    turn; a job that fails stops both."""
+    ctx = multiprocessing.get_context("spawn")
+    semaphores = {name: ctx.Semaphore(1 if name == first else 0) for name in jobs}
+    ready, results = ctx.Barrier(len(jobs), timeout=timeout_s), ctx.Queue()
+    (a, b) = jobs
+    sides = {a: Turns(semaphores[a], semaphores[b], ready, timeout_s),
+             b: Turns(semaphores[b], semaphores[a], ready, timeout_s)}
+    processes = [ctx.Process(target=_take_turns, args=(name, job, sides[name], results)) for name, job in jobs.items()]
+    for process in processes:
+        process.start()
+    out: dict[str, Any] = {}
+    try:
+        while len(out) < len(jobs):
+            try:
+                name, result = results.get(timeout=1.0)
+                out[name] = result
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in processes):
+                    raise RuntimeError("a side of the turn-taking failed: "
+                                       f"exit codes {[p.exitcode for p in processes]}") from None
+    finally:
+        for process in processes:
+            if out.keys() != jobs.keys():
+                process.terminate()
+            process.join()
+    return out
 
 
 def write_json(path: str | Path, data: dict) -> None:

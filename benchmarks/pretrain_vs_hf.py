@@ -86,10 +86,11 @@ def ours(tokenizer: str, cache: Path, steps: int, precision: str, keep_host_memo
     return seconds, steps, summary["optimizer"], summary["mkl_intel_path"]
 
 
-def hugging_face(tokenizer_path: str, blocks, steps: int, precision: str,
-                 out: Path) -> tuple[float, list[float], str, str]:
+def hugging_face(tokenizer_path: str, blocks, steps: int, precision: str, out: Path,
+                 callbacks: tuple = ()) -> tuple[float, list[float], str, str]:
     """Seconds of building `BertForMaskedLM` + `Trainer(...).train()` with DataCollatorForLanguageModeling, the
-    seconds of its steps from the second on, the optimizer its arguments chose and what MKL ran."""
+    seconds of its steps from the second on, the optimizer its arguments chose and what MKL ran; `callbacks` are
+    given to the Trainer beside its step clock."""
     from datasets import Dataset
     from transformers import (
         AutoTokenizer,
@@ -121,7 +122,8 @@ def hugging_face(tokenizer_path: str, blocks, steps: int, precision: str,
                                        intermediate_size=3072, max_position_embeddings=512))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     clock = StepClock()
-    Trainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[clock]).train()
+    Trainer(model=model, args=args, train_dataset=data, data_collator=collator,
+            callbacks=[clock, *callbacks]).train()
     seconds = time.perf_counter() - started
     return seconds, [b - a for a, b in zip(clock.ends, clock.ends[1:])], str(args.optim), mkl_dispatch.status()
 

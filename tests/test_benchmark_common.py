@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks.common import alternate, in_fresh_process, median_ci95, paired, round_speedups
+from benchmarks.common import Turns, alternate, in_fresh_process, in_turns, median_ci95, paired, round_speedups
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,37 @@ def test_a_fresh_process_starts_with_the_given_environment_and_this_one_keeps_it
     assert in_fresh_process(os.getenv, "EARLYBERT_KEPT", env=env) == "there"
     assert in_fresh_process(os.getenv, "EARLYBERT_ONLY_THERE", env=env) == "1"
     assert os.environ["EARLYBERT_KEPT"] == "here" and "EARLYBERT_ONLY_THERE" not in os.environ
+
+
+def three_turns(turns: Turns) -> list[tuple[float, float]]:
+    """A side's work in `in_turns`: three turns of busy work, each turn's start and end on the shared clock."""
+    spans = []
+    for _ in range(3):
+        turns.take()
+        start = time.monotonic()
+        while time.monotonic() - start < 0.05:
+            pass
+        spans.append((start, time.monotonic()))
+        turns.hand_over()
+    return spans
+
+
+def failing_side(turns: Turns) -> None:
+    raise ValueError("this side fails")
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_sides_taking_turns_never_overlap_and_alternate_from_the_first(first):
+    # The MLM lockstep benchmark's premise: while one trainer steps, the other waits.
+    spans = in_turns({"a": three_turns, "b": three_turns}, first=first)
+    timeline = sorted((start, end, name) for name, side in spans.items() for start, end in side)
+    assert [name for _, _, name in timeline] == ([first, "b" if first == "a" else "a"] * 3)
+    assert all(end <= next_start for (_, end, _), (next_start, _, _) in zip(timeline, timeline[1:]))
+
+
+def test_a_failing_side_stops_the_turn_taking_instead_of_hanging():
+    with pytest.raises(RuntimeError, match="exit codes"):
+        in_turns({"a": three_turns, "b": failing_side}, first="a", timeout_s=60)
 
 
 def test_the_median_interval_brackets_the_median_and_narrows_with_rounds():
