@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -82,6 +83,35 @@ def round_speedups(times: dict[Hashable, list[float]], slow: Hashable, fast: Has
     round, divided), summarized; "rounds" keeps the ratios in order."""
     ratios = [s / f for s, f in zip(times[slow], times[fast], strict=True)]
     return ratio_summary(ratios) | {"rounds": ratios}
+
+
+def earlier_rounds(paths: list[str], settings: dict[str, Any], key: tuple[str, ...]) -> dict[str, list[float]]:
+    """The per-round ratios under `key` in each earlier results JSON of a benchmark, for `--pool`; exits on a
+    file that is missing, is not such a JSON, or ran other `settings` (named as the benchmark's options)."""
+    rounds = {}
+    for path in paths:
+        try:
+            earlier = json.loads(Path(path).read_text())
+            ratios = functools.reduce(lambda node, k: node[k], key, earlier)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            refuse(f"--pool {path}: not a results JSON of this benchmark with per-round ratios ({error}): "
+                   "pass files this script wrote")
+        if any(earlier.get(k) != v for k, v in settings.items()):
+            def options(values) -> str:
+                return " ".join(f"--{k.replace('_', '-')} {values.get(k)}" for k in settings)
+            refuse(f"--pool {path}: ran {options(earlier)}, this run {options(settings)}: pool runs of the same "
+                   "settings")
+        rounds[path] = ratios
+    return rounds
+
+
+def pooled(earlier: dict[str, list[float]], this_run: list[float], out: str) -> dict[str, Any]:
+    """This run's per-round ratios with the earlier runs' (`earlier_rounds`): median, min-max, the median's
+    interval, and the files they came from."""
+    ratios = [r for rounds in earlier.values() for r in rounds] + list(this_run)
+    summary = ratio_summary(ratios) | {"rounds": len(ratios), "files": [*earlier, out]}
+    print(f"\nper round, pooled over {len(earlier) + 1} runs ({len(ratios)} rounds): {range_text(summary)}")
+    return summary
 
 
 def alternate_runs(variants: dict[Hashable, Callable[[Path], float]], repeats: int, folder: Path,

@@ -3,7 +3,7 @@
 AdamW and final save), each whole trainer in a freshly spawned process of its own, both alive at once.
 
     python -m benchmarks.pretrain_lockstep [--steps 12] [--rounds 8] [--precision fp32|bf16] [--mkl-intel-path]
-        [--out benchmarks/results/pretrain_lockstep.json]
+        [--pool EARLIER.json ...] [--out benchmarks/results/pretrain_lockstep.json]
 
 Why: whole runs one after the other are minutes apart, and this VM's speed swings by up to 30% over minutes
 (HF's step took 5.3-9.8 s within one run), so five rounds of them leave an interval of 1.40-2.15 around a 1.63
@@ -15,7 +15,8 @@ one step's end to the next's (logging and saving, the next batch through the col
 clipping, update). Both sides finish their set-up before the first turn. Left out: the first two turns of each
 side (warm-up) and the last (a checkpoint on both sides, and the other side's final save may run beside it).
 Per round: HF's median turn over ours; rounds alternate which side starts. Both sides run MKL alike: its default
-dispatch, or with `--mkl-intel-path` its Intel kernels (`earlybert.mkl_dispatch`) on both.
+dispatch, or with `--mkl-intel-path` its Intel kernels (`earlybert.mkl_dispatch`) on both. `--pool` adds the
+per-round speeds of earlier runs with the same settings, for a median and interval over all their rounds.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from pathlib import Path
 from benchmarks.common import (
     DEEPSPEED_CONFIG,
     Turns,
+    earlier_rounds,
     in_turns,
     median_range,
+    pooled,
     range_text,
     ratio_summary,
     refuse,
@@ -89,8 +92,13 @@ def main() -> None:
     p.add_argument("--precision", choices=sorted(DEEPSPEED_CONFIG), default="fp32")
     p.add_argument("--mkl-intel-path", action="store_true",
                    help="MKL's Intel kernels on an AMD CPU on both sides (default: MKL's own dispatch on both)")
+    p.add_argument("--pool", nargs="+", default=[], metavar="JSON",
+                   help="earlier results of this benchmark whose rounds are pooled with this run's: --steps and "
+                        "--precision are checked; give them the same --mkl-intel-path (each records its own)")
     p.add_argument("--out", default="benchmarks/results/pretrain_lockstep.json")
     args = p.parse_args()
+    args.pooled_rounds = earlier_rounds(args.pool, {"steps": args.steps, "precision": args.precision},
+                                        ("ours_vs_hf_speed_rounds",))
     if not CORPUS:
         refuse("../shared/data/corpus is missing: this benchmark reads its text")
     if args.steps < 4 or args.rounds < 1:
@@ -136,7 +144,8 @@ def report(args, rounds: list[dict]) -> None:
     ratios = [speed(r) for r in rounds]
     sides = {name: median_range([t for r in rounds for t in kept(r[name]["turns_s"])]) for name in (OURS, HF)}
     pairs = [h / o for r in rounds for o, h in zip(kept(r[OURS]["turns_s"]), kept(r[HF]["turns_s"]))]
-    result = {"steps": args.steps, "rounds": args.rounds, "batch": "8 x 128", "precision": args.precision,
+    result = {"steps": args.steps, "precision": args.precision, "mkl_intel_path_on_both": args.mkl_intel_path,
+              "rounds": args.rounds, "batch": "8 x 128",
               "kept_turns": f"3-{args.steps - 1}", "turn_s": sides,
               "tokens_per_s": {name: 1024 / s["median"] for name, s in sides.items()},
               "ours_vs_hf_speed_rounds": ratios, "ours_vs_hf_speed_rounds_summary": ratio_summary(ratios),
@@ -148,6 +157,8 @@ def report(args, rounds: list[dict]) -> None:
         print(f"{name}: turn {range_text(sides[name])} s, {result['tokens_per_s'][name]:.0f} tokens/s")
     print(f"ours / HF speed per round: {range_text(result['ours_vs_hf_speed_rounds_summary'])}; "
           f"per step pair: {range_text(result['ours_vs_hf_speed_step_pairs_summary'])}")
+    if args.pool:
+        result["rounds_pooled"] = pooled(args.pooled_rounds, ratios, args.out)
     write_json(args.out, result)
 
 

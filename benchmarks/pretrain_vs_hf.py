@@ -40,8 +40,10 @@ from pathlib import Path
 from benchmarks.common import (
     DEEPSPEED_CONFIG,
     alternate_runs,
+    earlier_rounds,
     in_fresh_process,
     median_range,
+    pooled,
     print_table,
     range_text,
     ratio_summary,
@@ -161,7 +163,9 @@ def main() -> None:
                         "are pooled with this run's")
     p.add_argument("--out", default="benchmarks/results/pretrain_vs_hf.json")
     args = p.parse_args()
-    args.pooled_rounds = earlier_rounds(args.pool, args.steps, args.precision)  # checked before hours of runs
+    # Checked before hours of runs.
+    args.pooled_rounds = earlier_rounds(args.pool, {"steps": args.steps, "precision": args.precision},
+                                        ("in_trainer_step_s", "ours_vs_hf_speed_rounds"))
     if not CORPUS:
         refuse("../shared/data/corpus is missing: this benchmark reads its text")
     if not 0 <= args.short_steps < args.steps:
@@ -230,35 +234,9 @@ def report(args, times: dict[tuple[str, int], list[float]], lengths: list[int]) 
               f"per round {range_text(ratio_summary(ratios))}")
     result["in_trainer_step_s"] = in_trainer_steps(args.steps)
     if args.pool and result["in_trainer_step_s"]:
-        result["in_trainer_rounds_pooled"] = pooled(args, result["in_trainer_step_s"]["ours_vs_hf_speed_rounds"])
+        result["in_trainer_rounds_pooled"] = pooled(args.pooled_rounds, result["in_trainer_step_s"]
+                                                    ["ours_vs_hf_speed_rounds"], args.out)
     write_json(args.out, result)
-
-
-def earlier_rounds(paths: list[str], steps: int, precision: str) -> dict[str, list[float]]:
-    """The in-trainer per-round ours / HF ratios of each earlier results JSON; exits on a file that is missing or
-    ran other settings."""
-    rounds = {}
-    for path in paths:
-        try:
-            earlier = json.loads(Path(path).read_text())
-            ratios = earlier["in_trainer_step_s"]["ours_vs_hf_speed_rounds"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            refuse(f"--pool {path}: not a results JSON of this benchmark with in-trainer rounds ({error}): "
-                   "pass files this script wrote")
-        if (earlier.get("steps"), earlier.get("precision")) != (steps, precision):
-            refuse(f"--pool {path}: ran --steps {earlier.get('steps')} --precision {earlier.get('precision')}, "
-                   f"this run --steps {steps} --precision {precision}: pool runs of the same settings")
-        rounds[path] = ratios
-    return rounds
-
-
-def pooled(args, this_run: list[float]) -> dict:
-    """This run's in-trainer per-round ratios with the earlier runs': median, min-max and the median's interval."""
-    ratios = [r for earlier in args.pooled_rounds.values() for r in earlier] + list(this_run)
-    out = ratio_summary(ratios) | {"rounds": len(ratios), "files": [*args.pooled_rounds, args.out]}
-    print(f"\nin-trainer ours / HF per round, pooled over {len(args.pooled_rounds) + 1} runs ({len(ratios)} rounds): "
-          f"{range_text(out)}")
-    return out
 
 
 def in_trainer_steps(steps: int) -> dict:

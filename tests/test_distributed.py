@@ -1,9 +1,9 @@
-"""Process-group set-up for a lone process."""
+"""Process-group set-up for a lone process, and a two-rank job's clean exit."""
 
 import subprocess
 import sys
 
-from tests.conftest import REPO, clean_env
+from tests.conftest import REPO, clean_env, torchrun
 
 
 def test_a_lone_process_ignores_rendezvous_leftovers():
@@ -15,3 +15,17 @@ def test_a_lone_process_ignores_rendezvous_leftovers():
                           env=clean_env(RANK="0", WORLD_SIZE="1", MASTER_PORT="29511", DS_ACCELERATOR="cpu"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["0", "1"]
+
+
+def test_a_clean_two_rank_exit_leaves_no_failure_watcher_running(tmp_path):
+    # The watcher polls the store from a daemon thread. Left running at interpreter shutdown, a thread inside the
+    # store's C++ call is ended there by pthread_exit, which can abort the rank after its work is done.
+    script = tmp_path / "job.py"
+    script.write_text("from earlybert.train.distributed import SharedFailures, setup_distributed\n"
+                      "setup_distributed()\n"
+                      "with SharedFailures('job') as failures:\n"
+                      "    pass\n"
+                      "print('watcher alive:', failures.watcher.is_alive())\n")
+    done = torchrun(str(script), env={"DS_ACCELERATOR": "cpu"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("watcher alive: False") == 2, done.stdout

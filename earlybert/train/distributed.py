@@ -118,8 +118,10 @@ class SharedFailures:
         # The default store is what the launcher's rendezvous created; torch exposes it only privately.
         multi = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
         self.store = torch.distributed.distributed_c10d._get_default_store() if multi else None
+        self.watcher = None
         if self.store is not None:
-            threading.Thread(target=self._watch, daemon=True, name="earlybert-failures").start()
+            self.watcher = threading.Thread(target=self._watch, daemon=True, name="earlybert-failures")
+            self.watcher.start()
 
     def _reported(self) -> tuple[int, str] | None:
         """(rank, cause) of the first failure a rank published, if any."""
@@ -146,6 +148,10 @@ class SharedFailures:
 
     def __exit__(self, kind, error, traceback) -> bool:
         self.done.set()
+        if self.watcher is not None:
+            # Joined, not left to die at exit: a daemon thread that is inside the store's C++ call when the
+            # interpreter shuts down is ended by pthread_exit there, which aborts the process.
+            self.watcher.join(timeout=5.0)
         if error is None:
             teardown()
         elif self.store is not None:  # the others learn of it; a barrier here could wait forever
