@@ -172,6 +172,31 @@ class Turns:
         self.theirs.release()
 
 
+def trainer_steps_in_turns(turns: Turns) -> None:
+    """Make every `earlybert` Trainer in this (spawned) process a side of `in_turns`: a turn runs from the start
+    of one step to the start of the next (the step, its metrics line, any checkpoint), the last to the final save."""
+    from earlybert.train.trainer import Trainer
+
+    train_step, finish = Trainer._train_step, Trainer._finish
+
+    def step_in_turn(self):
+        if turns.started is not None:
+            turns.hand_over()
+        turns.take()
+        return train_step(self)
+
+    def finish_after_turn(self):
+        turns.hand_over()
+        return finish(self)
+
+    Trainer._train_step, Trainer._finish = step_in_turn, finish_after_turn
+
+
+def kept_turns(turns_s: list[float]) -> list[float]:
+    """Turns 3 to N-1 of a side of `in_turns` over N steps: after the warm-up, before the last step's save."""
+    return turns_s[2:-1]
+
+
 def _take_turns(name: str, job: Callable[[Turns], Any], turns: Turns, results) -> None:
     results.put((name, job(turns)))
 

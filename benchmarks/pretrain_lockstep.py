@@ -34,11 +34,13 @@ from benchmarks.common import (
     Turns,
     earlier_rounds,
     in_turns,
+    kept_turns,
     median_range,
     pooled,
     range_text,
     ratio_summary,
     refuse,
+    trainer_steps_in_turns,
     write_json,
 )
 from benchmarks.pretrain_vs_hf import CORPUS, HF, OURS, hugging_face, ours
@@ -47,21 +49,7 @@ from earlybert import mkl_dispatch
 
 def ours_in_turns(tokenizer: str, cache: Path, steps: int, precision: str, out: Path, turns: Turns) -> dict:
     """Our trainer's run, each step a turn: the turn ends where the next step (or the final save) begins."""
-    from earlybert.train.trainer import Trainer
-
-    train_step, finish = Trainer._train_step, Trainer._finish
-
-    def step_in_turn(self):
-        if turns.started is not None:
-            turns.hand_over()
-        turns.take()
-        return train_step(self)
-
-    def finish_after_turn(self):
-        turns.hand_over()
-        return finish(self)
-
-    Trainer._train_step, Trainer._finish = step_in_turn, finish_after_turn  # this spawned process's own class
+    trainer_steps_in_turns(turns)
     _, _, optimizer, mkl = ours(tokenizer, cache, steps, precision, True, out)  # its clocks count waiting turns
     return {"turns_s": turns.seconds, "optimizer": optimizer, "mkl_intel_path": mkl}
 
@@ -129,21 +117,16 @@ def main() -> None:
     report(args, rounds)
 
 
-def kept(turns_s: list[float]) -> list[float]:
-    """Turns 3 to N-1: after the warm-up, before the last step's checkpoint."""
-    return turns_s[2:-1]
-
-
 def speed(round_: dict) -> float:
     """How many times faster our trainer's median turn was than HF's in one round."""
-    return statistics.median(kept(round_[HF]["turns_s"])) / statistics.median(kept(round_[OURS]["turns_s"]))
+    return statistics.median(kept_turns(round_[HF]["turns_s"])) / statistics.median(kept_turns(round_[OURS]["turns_s"]))
 
 
 def report(args, rounds: list[dict]) -> None:
     """Per-round speeds, each side's turns and tokens/s, and every round's raw turns, to --out."""
     ratios = [speed(r) for r in rounds]
-    sides = {name: median_range([t for r in rounds for t in kept(r[name]["turns_s"])]) for name in (OURS, HF)}
-    pairs = [h / o for r in rounds for o, h in zip(kept(r[OURS]["turns_s"]), kept(r[HF]["turns_s"]))]
+    sides = {name: median_range([t for r in rounds for t in kept_turns(r[name]["turns_s"])]) for name in (OURS, HF)}
+    pairs = [h / o for r in rounds for o, h in zip(kept_turns(r[OURS]["turns_s"]), kept_turns(r[HF]["turns_s"]))]
     result = {"steps": args.steps, "precision": args.precision, "mkl_intel_path_on_both": args.mkl_intel_path,
               "rounds": args.rounds, "batch": "8 x 128",
               "kept_turns": f"3-{args.steps - 1}", "turn_s": sides,
