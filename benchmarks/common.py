@@ -28,6 +28,13 @@ def refuse(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def offline_environment() -> None:
+    """No network and the CPU accelerator for this process and those it starts, where the caller did not say."""
+    for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+                       "DS_ACCELERATOR": "cpu"}.items():
+        os.environ.setdefault(key, value)
+
+
 def median_range(values: list[float]) -> dict[str, float]:
     """Median, min and max of repeated measurements."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}

