@@ -139,7 +139,7 @@ def alternate_runs(variants: dict[Hashable, Callable[[Path], float]], repeats: i
 
 def in_fresh_process(fn: Callable[..., Any], *args: Any, env: dict[str, str] | None = None) -> Any:
     """`fn(*args)` run in a newly spawned Python process, its result returned: what one run sets in its process
-    (glibc's malloc thresholds, thread pools, caches) never reaches the next, whichever trainer it is. `env`: the
+    (allocator state, thread pools, caches) never reaches the next, whichever trainer it is. `env`: the
     environment variables that process starts with beyond this one's (this process's own are left as they were)."""
     saved = {key: os.environ.get(key) for key in env or {}}
     os.environ.update(env or {})

@@ -7,8 +7,8 @@ each trainer does it: see `benchmarks.common.DEEPSPEED_CONFIG`); plus our own ru
 
 Each variant is timed by wall clock around the whole training call, set-up included (our Trainer's engine
 and the HF Trainer's optimizer are both built there), with logging every 10 steps and one save at the end
-on both sides. Each run has a freshly spawned process of its own (our trainer raises glibc's malloc thresholds
-in its process: that must not reach an HF run); the variants alternate after a warm-up round; medians and
+on both sides. Each run has a freshly spawned process of its own (what one trainer leaves in its process must not
+reach the other's run); the variants alternate after a warm-up round; medians and
 min-max are reported.
 """
 

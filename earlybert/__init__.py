@@ -2,16 +2,9 @@
 
 Importing the package registers the slim model classes with the transformers Auto classes, so
 `AutoModelForMaskedLM.from_pretrained(slim_folder)` works after `import earlybert`.
-
-Importing it first, before torch, also lets MKL run its Intel kernels on AMD CPUs where EARLYBERT_MKL_INTEL_PATH=1
-(`earlybert.mkl_dispatch`).
 """
 
-from earlybert.mkl_dispatch import use_mkl_intel_path
-
-use_mkl_intel_path()  # before anything below imports torch
-
-from earlybert.models.registry import register_auto_classes  # noqa: E402
+from earlybert.models.registry import register_auto_classes
 
 register_auto_classes()
 

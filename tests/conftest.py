@@ -172,8 +172,8 @@ class UninterruptedRuns:
             folder = self.rerun(len(self.runs))
             self.runs.append((folder, load_file(folder / "model" / "model.safetensors")))
         machine = machine_info()
-        pytest.fail("\n".join([f"{run_dir} equals none of {len(self.runs)} uninterrupted runs, on {machine['cpu']} "
-                               f"({machine['cpu_features']}, {machine['threads']} threads):",
+        pytest.fail("\n".join([f"{run_dir} equals none of {len(self.runs)} uninterrupted runs, on "
+                               f"{machine['processor']} ({machine['threads']} threads):",
                                *(weight_differences(expected, got) for _, expected in self.runs)]))
 
 

@@ -35,13 +35,13 @@ def test_whole_run_speedups_divide_the_slow_by_the_fast_in_the_same_round():
 
 
 def test_a_fresh_process_run_returns_its_result_from_another_process():
-    # What one trainer sets in its process (glibc's malloc thresholds) must not reach the next run.
+    # What one trainer leaves in its process (allocator state, caches) must not reach the next run.
     assert in_fresh_process(os.getpid) != os.getpid()
     assert in_fresh_process(sorted, [3, 1, 2]) == [1, 2, 3]
 
 
 def test_a_fresh_process_starts_with_the_given_environment_and_this_one_keeps_its_own(monkeypatch):
-    # How one side of a comparison runs MKL as a plain script and the other as earlybert sets it.
+    # Each side of a comparison can start with the environment it is given.
     monkeypatch.setenv("EARLYBERT_KEPT", "here")
     monkeypatch.delenv("EARLYBERT_ONLY_THERE", raising=False)
     env = {"EARLYBERT_KEPT": "there", "EARLYBERT_ONLY_THERE": "1"}

@@ -20,7 +20,7 @@ from earlybert.train.engine import (
     fp32_values,
     optimizer_name,
 )
-from earlybert.train.objectives import KeptGradientDecoder, MaskedLMObjective, RowGradientEmbedding
+from earlybert.train.objectives import MaskedLMObjective
 from earlybert.train.trainer_config import TrainConfig
 from tests.conftest import FAMILY_TASKS, outputs_of, random_inputs, tiny_model
 
@@ -150,17 +150,6 @@ def test_the_chosen_adamw_makes_the_reference_update_and_is_named(tmp_path):
     assert optimizer_name(engine) in ("torch AdamW (fused)", "torch AdamW (foreach)")
     engine, _, _ = trained_engine(tmp_path, 2, True, steps=1)
     assert optimizer_name(engine).endswith("in DeepSpeed's DeepSpeedZeroOptimizer")
-
-
-@pytest.mark.parametrize("setup", SETUPS)
-def test_tied_gradient_in_place_only_where_gradients_wait_for_the_step(tmp_path, setup):
-    # fp32 ZeRO-0 leaves gradients on the parameters until the step: the tied decoder may keep its gradient's
-    # buffer and the lookup add its rows there. ZeRO 1-3 and the bf16 wrappers take each gradient as it lands:
-    # their lookups and decoders stay autograd's.
-    engine, _, _ = trained_engine(tmp_path, *SETUPS[setup])
-    model = engine.module.model
-    assert isinstance(model.get_input_embeddings(), RowGradientEmbedding) == (setup == "fp32 ZeRO-0")
-    assert isinstance(model.get_output_embeddings(), KeptGradientDecoder) == (setup == "fp32 ZeRO-0")
 
 
 @pytest.mark.parametrize("setup", ["fp32 ZeRO-0", "bf16 ZeRO-2", "fp32 ZeRO-3"])

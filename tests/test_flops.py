@@ -18,26 +18,6 @@ def test_forward_flops_by_hand():
     # layer 1: qkv 48, attention 40, out 16, ffn 48 -> 152; MLM head 2*4*4 + 2*4*10 = 112
     assert forward_flops_per_token(shape, seq_len=5) == 336 + 152 + 112
     assert forward_flops_per_token(shape, seq_len=5, mlm_fraction=0.5) == 336 + 152 + 56
-    # Last layer at half the rows: k, v 2*4*2*2=32 stay; q 16 + attention 40 + out 16 + ffn 48 = 120 halve.
-    assert forward_flops_per_token(shape, seq_len=5, mlm_fraction=0.5, last_layer_rows=0.5) == 336 + 92 + 56
-
-
-@pytest.mark.parametrize(("family", "task", "mlm_fraction", "rows"), [
-    ("bert", "masked_lm", 0.15, 0.15), ("electra", "masked_lm", 0.15, 0.15),
-    ("bert", "masked_lm", 1.0, 1.0),  # full-sequence logits: no masked-position objective
-    ("distilbert", "masked_lm", 0.15, 1.0), ("modernbert", "masked_lm", 0.15, 1.0),  # not supported
-    ("bert", "sequence_classification", 1.0, 1 / 16), ("roberta", "sequence_classification", 0.15, 1 / 16),
-    ("distilbert", "sequence_classification", 1.0, 1.0),  # not supported: every row
-    ("bert", "question_answering", 1.0, 1.0),  # start and end logits read every position
-])
-def test_accounting_counts_the_last_layer_at_the_rows_the_objective_computes(family, task, mlm_fraction, rows):
-    model = tiny_model(family, task)
-    counted = accounting(model, 16, mlm_fraction)
-    assert counted["last_layer_rows"] == rows
-    shape = ModelShape.of(model)
-    assert counted["forward_flops_per_token"] == forward_flops_per_token(shape, 16, mlm_fraction, rows)
-    if rows < 1:
-        assert counted["forward_flops_per_token"] < forward_flops_per_token(shape, 16, mlm_fraction)
 
 
 def test_slim_accounting_matches_the_real_slim_model():

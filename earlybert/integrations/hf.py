@@ -74,6 +74,10 @@ class TicketSearchCallback(TrainerCallback, ExportableState):
             control.should_save = True  # the search's last state, for the record
 
 
+def _constant(step: int) -> float:
+    return 1.0
+
+
 class _SlimTrainer(Trainer):
     """The slim stage: a plain Trainer whose schedule can start part-way through the run's (continue)."""
 
@@ -118,8 +122,8 @@ class EarlyBertTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
-        """The Trainer's optimizer, with the coefficients in a group of their own: `search.coefficient_lr`
-        (times the Trainer's schedule), no weight decay."""
+        """The Trainer's optimizer, with the coefficients in a group of their own at `search.coefficient_lr`, no
+        weight decay."""
         fresh = self.optimizer is None
         optimizer = super().create_optimizer(model)
         if fresh and self._search_callback() is not None:
@@ -127,9 +131,20 @@ class EarlyBertTrainer(Trainer):
             ids = {id(p) for p in coefs}
             for group in optimizer.param_groups:
                 group["params"] = [p for p in group["params"] if id(p) not in ids]
-            optimizer.add_param_group({"params": coefs, "weight_decay": 0.0,
+            optimizer.add_param_group({"params": coefs, "weight_decay": 0.0, "coefficients": True,
                                        "lr": self.search.coefficient_lr or self.args.learning_rate})
         return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The Trainer's schedule for the model's weights; the coefficients keep `search.coefficient_lr` constant
+        (0: they follow the schedule)."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if self.search.coefficient_lr > 0 and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            for i, group in enumerate(scheduler.optimizer.param_groups):
+                if group.get("coefficients"):
+                    scheduler.lr_lambdas[i] = _constant
+                    group["lr"] = scheduler.base_lrs[i]
+        return scheduler
 
     def _load_callback_state(self) -> None:
         super()._load_callback_state()

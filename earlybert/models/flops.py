@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from earlybert.models.adapters import get_adapter, head_size, layer_sizes
-from earlybert.models.last_layer_rows import reads_first_position_only, supports_last_layer_rows
 
 
 @dataclass
@@ -53,32 +52,25 @@ class ModelShape:
         return shape
 
 
-def forward_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: float = 1.0,
-                            last_layer_rows: float = 1.0) -> int:
+def forward_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: float = 1.0) -> int:
     """Forward FLOPs per input token at `seq_len`: projections, attention scores and mixing, FFN, task head.
 
     `mlm_fraction` is the share of positions the MLM head runs on: 1.0 for full-sequence logits,
-    0.15 when logits are computed at masked positions only. `last_layer_rows` is the share of positions at
-    which the last layer computes queries, attention, output projection and FFN (its keys and values are
-    computed everywhere; `earlybert.models.last_layer_rows`). ModernBERT's local layers count the keys in
+    0.15 when logits are computed at masked positions only. ModernBERT's local layers count the keys in
     their window (what a windowed kernel computes; SDPA with a window mask computes the whole square).
     DeBERTa's relative-position projections run once per forward; they are counted once per sequence.
     """
     h = shape.hidden
     windows = shape.layer_window or [None] * len(shape.layer_heads)
     total = 0
-    last = len(shape.layer_heads) - 1
-    for i, (heads, width, window) in enumerate(zip(shape.layer_heads, shape.layer_ffn, windows, strict=True)):
+    for heads, width, window in zip(shape.layer_heads, shape.layer_ffn, windows, strict=True):
         inner = heads * shape.head_size
         keys = seq_len if window is None else min(seq_len, window)
-        rows = last_layer_rows if i == last else 1.0  # share of positions whose query side runs
-        total += 2 * h * 2 * inner  # k, v
-        layer = 2 * h * inner  # q
-        layer += 2 * 2 * keys * inner  # q @ k^T and probs @ v
-        layer += shape.relative_terms * 2 * shape.relative_span * inner  # c2p / p2c scores
-        layer += 2 * inner * h  # output projection
-        layer += 2 * (shape.ffn_groups + 1) * h * width  # first FFN linear (GLU: twice the rows), second
-        total += round(rows * layer)
+        total += 2 * h * 3 * inner  # q, k, v
+        total += 2 * 2 * keys * inner  # q @ k^T and probs @ v
+        total += shape.relative_terms * 2 * shape.relative_span * inner  # c2p / p2c scores
+        total += 2 * inner * h  # output projection
+        total += 2 * (shape.ffn_groups + 1) * h * width  # first FFN linear (GLU: twice the rows), second
         total += round(shape.relative_projections * 2 * shape.relative_span * h * inner / seq_len)
     e = shape.embedding_size or h
     total += 2 * e * h if shape.embedding_size else 0  # ELECTRA's embedding projection
@@ -93,19 +85,9 @@ def forward_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: float
     return total
 
 
-def training_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: float = 1.0,
-                             last_layer_rows: float = 1.0) -> int:
+def training_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: float = 1.0) -> int:
     """Forward + backward (twice the forward) FLOPs per token."""
-    return 3 * forward_flops_per_token(shape, seq_len, mlm_fraction, last_layer_rows)
-
-
-def trained_last_layer_rows(model: nn.Module, seq_len: int, mlm_fraction: float) -> float:
-    """The `last_layer_rows` of our objectives' training: `mlm_fraction` for `MaskedLMObjective` below 1.0,
-    one row a sequence for a classifier that reads position 0 alone, else 1.0 (every row)."""
-    task = get_adapter(model).task_of(model)
-    if mlm_fraction < 1 and task == "masked_lm" and supports_last_layer_rows(model):
-        return mlm_fraction
-    return 1 / seq_len if reads_first_position_only(model) else 1.0
+    return 3 * forward_flops_per_token(shape, seq_len, mlm_fraction)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -133,17 +115,13 @@ def slim_parameter_count(model: nn.Module, ticket) -> int:
 def accounting(model: nn.Module, seq_len: int = 128, mlm_fraction: float = 1.0) -> dict:
     """Parameters, FLOPs per token and the shape summary, as one dict for reports.
 
-    `mlm_fraction` < 1 means `MaskedLMObjective` training: the head, and where supported the last layer's
-    query side, run at that share of positions. A classifier that reads position 0 alone runs the last layer's
-    query side there (`ClassificationObjective`).
+    `mlm_fraction` < 1 means `MaskedLMObjective` training: the MLM head runs at that share of positions.
     """
     shape = ModelShape.of(model)
-    rows = trained_last_layer_rows(model, seq_len, mlm_fraction)
     return {
         "params": count_parameters(model),
-        "forward_flops_per_token": forward_flops_per_token(shape, seq_len, mlm_fraction, rows),
-        "train_flops_per_token": training_flops_per_token(shape, seq_len, mlm_fraction, rows),
-        "last_layer_rows": rows,
+        "forward_flops_per_token": forward_flops_per_token(shape, seq_len, mlm_fraction),
+        "train_flops_per_token": training_flops_per_token(shape, seq_len, mlm_fraction),
         "seq_len": seq_len,
         **asdict(shape),
     }

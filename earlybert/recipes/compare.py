@@ -4,8 +4,11 @@
         compare.output_dir=runs/compare compare.seeds=[1,2,3] "compare.ratios=[[0.333,0.4],[0.5,0.6]]"
 
 Keys under `compare.` set the comparison; every other key overrides the fine-tuning config of every run.
-Runs go one after another, modes interleaved within each seed so machine drift hits all alike; a run that
-already finished is skipped, so a killed comparison resumes by running the same command again.
+Runs go one after another, modes interleaved within each seed so machine drift hits all alike, in an order
+rotated from seed to seed so that no mode always runs first; a short untimed warm-up run goes before them. A
+random ticket keeps the learned ticket's heads per layer and total FFN width (same seed and ratios), so the two
+train models of one size. A run that already finished is skipped, so a killed comparison resumes by running the
+same command again.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class CompareConfig:
     """search.weights values for earlybert (rewind, continue); empty: the fine-tuning config's."""
     metric: str = ""
     """Dev metric to compare; empty: the first of accuracy, f1, matthews_correlation, pearson, exact_match."""
+    warmup_steps: int = 10
+    """Steps of an untimed full-model run before the first timed one (imports, caches); 0: none."""
 
     def __post_init__(self):
         unknown = [m for m in self.modes if m not in MODES]
@@ -57,6 +62,8 @@ class CompareConfig:
         for pair in self.ratios:
             if len(pair) != 2:
                 raise EarlyBertError(f"compare.ratios entry {pair} is not [heads_ratio, ffn_ratio]")
+        if self.warmup_steps < 0:
+            raise EarlyBertError(f"compare.warmup_steps={self.warmup_steps} must be >= 0 (0: no warm-up run)")
 
 
 @dataclass(frozen=True)
@@ -89,9 +96,40 @@ def variants(cmp: CompareConfig, default_weights: str = "rewind") -> list[Varian
     return out
 
 
-def run_config(path: str | None, overrides: list[str], variant: Variant, seed: int, folder: Path) -> FinetuneConfig:
+def ticket_source(variant: Variant, chosen: list[Variant]) -> Variant | None:
+    """The earlybert variant at the same ratios whose ticket a random variant copies the sizes of (None: none)."""
+    if variant.mode != "random":
+        return None
+    return next((v for v in chosen if v.mode == "earlybert" and v.ratios == variant.ratios), None)
+
+
+def run_order(chosen: list[Variant], seeds: list[int]) -> list[tuple[Variant, int]]:
+    """(variant, seed) in run order: each seed's variants rotated one place further than the last seed's, a
+    random variant moved after the earlybert run whose ticket it copies."""
+    order = []
+    for k, seed in enumerate(seeds):
+        shift = k % len(chosen)
+        waiting, done = [], set()
+        for variant in chosen[shift:] + chosen[:shift]:
+            source = ticket_source(variant, chosen)
+            if source is not None and source not in done:
+                waiting.append(variant)
+                continue
+            order.append((variant, seed))
+            done.add(variant)
+            for later in [w for w in waiting if ticket_source(w, chosen) == variant]:
+                order.append((later, seed))
+                done.add(later)
+                waiting.remove(later)
+    return order
+
+
+def run_config(path: str | None, overrides: list[str], variant: Variant, seed: int, folder: Path,
+               random_like: Path | None = None) -> FinetuneConfig:
     """The fine-tuning config of one run."""
     extra = [f"mode={variant.mode}", f"seed={seed}", f"output_dir={folder}", "log.progress_bar=false"]
+    if random_like is not None:
+        extra.append(f"random_like={random_like}")
     if variant.ratios is not None:
         extra += [f"search.heads_ratio={variant.ratios[0]}", f"search.ffn_ratio={variant.ratios[1]}"]
     if variant.weights is not None:
@@ -147,7 +185,8 @@ def record(variant: Variant, seed: int, summary: dict, metric: str) -> dict[str,
             "metric": key, "value": eval_[key], "train_time_s": summary["train_time_s"],
             "time_s": summary["time_s"], "ticket_step": summary.get("ticket_step"),
             "drawn_by": summary.get("drawn_by"), "steps": summary["steps"],
-            "params": summary["slim"]["params"], "flops_per_token": summary["slim"]["train_flops_per_token"]}
+            "params": summary["slim"]["params"], "flops_per_token": summary["slim"]["train_flops_per_token"],
+            "ffn_kept": sum(summary["slim"]["layer_ffn"]), "heads_kept": sum(summary["slim"]["layer_heads"])}
 
 
 def aggregate(runs: list[dict]) -> list[dict[str, Any]]:
@@ -165,7 +204,8 @@ def aggregate(runs: list[dict]) -> list[dict[str, Any]]:
                      "metric": group[0]["metric"], "mean": value, "std": value_std, "train_time_s": time,
                      "train_time_std": time_std,
                      "time_saved": 1 - time / statistics.mean(full_times) if full_times else None,
-                     "params": group[0]["params"], "flops_per_token": group[0]["flops_per_token"]})
+                     "params": statistics.mean(r["params"] for r in group),
+                     "flops_per_token": statistics.mean(r["flops_per_token"] for r in group)})
     return rows
 
 
@@ -177,8 +217,8 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         saved = "-" if r["time_saved"] is None or r["mode"] == "full" else f"{100 * r['time_saved']:.1f}%"
         lines.append(f"| {r['variant']} | {r['runs']} | {100 * r['mean']:.2f} | {100 * r['std']:.2f} | "
-                     f"{r['train_time_s']:.1f} ± {r['train_time_std']:.1f} | {saved} | {r['params']:,} | "
-                     f"{r['flops_per_token']:,} |")
+                     f"{r['train_time_s']:.1f} ± {r['train_time_std']:.1f} | {saved} | {r['params']:,.0f} | "
+                     f"{r['flops_per_token']:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -225,17 +265,39 @@ def write_outputs(out: Path, cmp: CompareConfig, runs: list[dict]) -> list[dict]
     return rows
 
 
+def warm_up(cfg: FinetuneConfig, steps: int, folder: Path) -> None:
+    """A short untimed full-model run (imports, tokenizer, data and kernels warm), then its folder is removed."""
+    import dataclasses
+
+    warm = dataclasses.replace(cfg, mode="full", output_dir=str(folder), epochs=0.0, baseline_dir="",
+                               random_like="", train=dataclasses.replace(cfg.train, max_steps=steps, warmup_steps=0))
+    print(f"compare: warm-up ({steps} untimed steps)", flush=True)
+    try:
+        run_one(warm)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run(cmp: CompareConfig, path: str | None, overrides: list[str]) -> list[dict]:
     """Run (or finish) the comparison; returns the aggregated rows."""
     out = Path(cmp.output_dir)
     own = run_config(path, overrides, Variant("earlybert"), cmp.seeds[0], out).search.weights
     chosen = variants(cmp, "rewind" if own == "auto" else own)
-    plan = [(v, s, run_config(path, overrides, v, s, out / v.name / f"seed{s}")) for s in cmp.seeds for v in chosen]
+
+    def config(variant: Variant, seed: int) -> FinetuneConfig:
+        source = ticket_source(variant, chosen)
+        like = out / source.name / f"seed{seed}" / "ticket.json" if source is not None else None
+        return run_config(path, overrides, variant, seed, out / variant.name / f"seed{seed}", like)
+
+    plan = [(v, s, config(v, s)) for v, s in run_order(chosen, cmp.seeds)]
     check_inputs(plan[0][2])
-    runs = []
+    runs, warm = [], cmp.warmup_steps == 0
     for variant, seed, cfg in plan:
         summary = finished(Path(cfg.output_dir))
         if summary is None:
+            if not warm:
+                warm_up(cfg, cmp.warmup_steps, out / "warmup")
+                warm = True
             print(f"compare: {variant.name} seed {seed}", flush=True)
             run_one(cfg)
             summary = finished(Path(cfg.output_dir))

@@ -64,6 +64,9 @@ class FinetuneConfig:
     """custom task: classes (0: from labels.txt in data_dir)."""
     regression: bool = False
     """custom task: a real-valued label."""
+    random_like: str = ""
+    """mode=random: a learned ticket.json of the same model whose heads per layer and total FFN width the random
+    ticket keeps (`earlybert compare` passes the earlybert run's of the same seed); empty: the search ratios."""
     baseline_dir: str = ""
     """A full-mode run folder of the same task: summary.json reports the training time saved against it."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -147,6 +150,7 @@ def run(cfg: FinetuneConfig) -> dict:
     from earlybert.data.batches import ExampleBatches
     from earlybert.tasks.evaluation import evaluate_run
     from earlybert.ticket.masks import random_ticket
+    from earlybert.ticket.ticket import Ticket
     from earlybert.train.distributed import SharedFailures, barrier, setup_distributed
     from earlybert.train.engine import deepspeed_config
     from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
@@ -162,7 +166,8 @@ def run(cfg: FinetuneConfig) -> dict:
         start_run_dir(run_dir, cfg, cfg.overwrite, resume_from, dist.is_main)
         if cfg.mode == "random" and resume_from is None:
             if dist.is_main:
-                random_ticket(model, cfg.search.spec(), seed=cfg.seed).save(run_dir / "ticket.json")
+                like = Ticket.load(cfg.random_like) if cfg.random_like else None
+                random_ticket(model, cfg.search.spec(), seed=cfg.seed, like=like).save(run_dir / "ticket.json")
             cfg.search.ticket = str(run_dir / "ticket.json")
         barrier()
         t = cfg.train

@@ -179,6 +179,10 @@ def load_inputs(cfg: PretrainConfig, run_dir: Path, resuming: bool):
                              "fractions of the run (fraction_of=run)")
     # Pretraining continues from the searched weights (the search steps count toward the run) unless told otherwise.
     steps = cfg.search.resolve(cfg.train.max_steps, None, "continue") if cfg.search.enabled else None
+    if steps is not None and steps.weights == "rewind" and steps.slim_steps > cfg.train.max_steps:
+        raise EarlyBertError(f"search.rewind_length={cfg.search.rewind_length:g} makes the rewound slim stage longer "
+                             f"than the {cfg.train.max_steps} steps of data the run's phases hold: use "
+                             "search.rewind_length <= 1")
     if resuming:
         check_same_corpus(cfg, run_dir)
     main = int(os.environ.get("RANK", "0")) == 0

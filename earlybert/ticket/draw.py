@@ -34,12 +34,24 @@ def run_ticket(run_dir: str | Path) -> dict | None:
                              "coefficients without it, or restore the file") from None
 
 
+def run_search_settings(run_dir: str | Path) -> dict:
+    """The `search` section of the run's config.yaml (empty when it has none)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    search = config.get("search") if isinstance(config, dict) else None
+    return search if isinstance(search, dict) else {}
+
+
 def draw_from_run(run_dir: str | Path, heads_ratio: float, ffn_ratio: float, output: str | Path,
                   step: int | None = None, ffn_scope: str | None = None, overwrite: bool = False) -> Ticket:
     """Masks at new ratios from the coefficients saved at `step` (default: the drawn ticket's step, else the last).
 
-    The rest of the mask spec (FFN scope, head floor, FFN rounding) is the run's own, from its ticket.json, so
-    a ticket drawn at the run's ratios and step equals the run's ticket.
+    The rest of the mask spec (FFN scope, head floor, FFN rounding) is the run's own, from its ticket.json (else
+    its config.yaml, else the defaults), so a ticket drawn at the run's ratios and step equals the run's ticket.
     """
     check_ratio("heads_ratio", heads_ratio)
     check_ratio("ffn_ratio", ffn_ratio)
@@ -47,10 +59,11 @@ def draw_from_run(run_dir: str | Path, heads_ratio: float, ffn_ratio: float, out
     if output.exists() and not overwrite:
         raise EarlyBertError(f"{output} exists: choose another --output or pass --overwrite")
     files = coefficient_files(run_dir)
-    meta = run_ticket(run_dir) or {}
+    meta = run_ticket(run_dir) or run_search_settings(run_dir)
     spec = MaskSpec(heads_ratio=heads_ratio, ffn_ratio=ffn_ratio,
                     ffn_scope=ffn_scope or meta.get("ffn_scope", "global"),
-                    min_heads_per_layer=meta.get("min_heads_per_layer", 1), ffn_round_to=meta.get("ffn_round_to", 1))
+                    min_heads_per_layer=meta.get("min_heads_per_layer", 1),
+                    ffn_round_to=meta.get("ffn_round_to", MaskSpec.ffn_round_to))
     if step is None:
         drawn = meta.get("step")
         step = drawn if drawn in files else max(files)

@@ -116,8 +116,7 @@ class MaskSpec:
     min_heads_per_layer: int = 1
     """Never keep fewer heads than this in a layer."""
     ffn_round_to: int = 8
-    """Round each layer's kept FFN width to a multiple of this (8: matmul-friendly on CPUs; 64: tensor cores);
-    1 = off."""
+    """Round each layer's kept FFN width to a multiple of this (8: aligned matmuls; 64: tensor cores); 1 = off."""
 
     def __post_init__(self):
         check_ratio("heads_ratio", self.heads_ratio)
@@ -141,9 +140,11 @@ class MaskSpec:
             if _tied_at_cut(scores, int(mask.sum())):
                 return True
         ffn = [c.detach().abs().cpu().double().flatten() for c in ffn_scores]
+        if self.ffn_scope == "global":  # the global cut decides each layer's width before any rounding
+            flat = torch.cat(ffn)
+            if _tied_at_cut(flat, flat.numel() - prune_count(flat.numel(), self.ffn_ratio)):
+                return True
         masks = ffn_masks(ffn, self.ffn_ratio, self.ffn_scope, self.ffn_round_to)
-        if self.ffn_scope == "global" and self.ffn_round_to == 1:
-            return _tied_at_cut(torch.cat(ffn), int(sum(int(m.sum()) for m in masks)))
         return any(_tied_at_cut(s, int(m.sum())) for s, m in zip(ffn, masks))
 
 
@@ -158,12 +159,44 @@ def draw_ticket(model: nn.Module, spec: MaskSpec | None = None, **metadata: Any)
     )
 
 
-def random_ticket(model: nn.Module, spec: MaskSpec | None = None, seed: int = 0, **metadata: Any) -> Ticket:
-    """A random ticket at the same ratios (the paper's random-pruning baseline), reproducible by seed."""
+def random_ticket(model: nn.Module, spec: MaskSpec | None = None, seed: int = 0, like: Ticket | None = None,
+                  **metadata: Any) -> Ticket:
+    """A random ticket at the same ratios (the paper's random-pruning baseline), reproducible by seed.
+
+    With `like` (a learned ticket of the same model) it keeps exactly that ticket's heads per layer and total FFN
+    width, so a random-versus-learned comparison trains models of the same size; the FFN width is spread over
+    the layers at random, in multiples of the spec's `ffn_round_to`.
+    """
     spec = spec or MaskSpec()
     heads_n, ffn_n = layer_sizes(model)
-    heads, ffn = spec.masks(random_scores(heads_n, seed), random_scores(ffn_n, seed + 1))
+    head_scores, ffn_scores = random_scores(heads_n, seed), random_scores(ffn_n, seed + 1)
+    if like is None:
+        heads, ffn = spec.masks(head_scores, ffn_scores)
+    else:
+        if [len(h) for h in like.heads] != heads_n or [len(f) for f in like.ffn] != ffn_n:
+            raise EarlyBertError("the learned ticket does not fit this model (other layer sizes): pass the ticket "
+                                 "drawn from the same model")
+        heads = [_keep_top(s, sum(row)) for s, row in zip(head_scores, like.heads)]
+        widths = _random_widths(ffn_scores, sum(map(sum, like.ffn)), spec.ffn_round_to)
+        ffn = [_keep_top(s, k) for s, k in zip(ffn_scores, widths)]
     return Ticket.from_masks(model.config.model_type, heads, ffn, random_seed=seed, **_spec_metadata(spec), **metadata)
+
+
+def _random_widths(scores: Sequence[torch.Tensor], total: int, round_to: int) -> list[int]:
+    """Per-layer kept widths summing to exactly `total`: the layers' shares of the `total` highest random scores,
+    rounded down to multiples of `round_to`, then topped up a multiple at a time, largest remainder first."""
+    sizes = [s.numel() for s in scores]
+    shares = [int(m.sum()) for m in torch.split(_keep_top(torch.cat(list(scores)), total), sizes)]
+    widths = [min(w, round_to * (k // round_to)) for k, w in zip(shares, sizes)]
+    order = sorted(range(len(sizes)), key=lambda i: (widths[i] - shares[i], i))
+    while (short := total - sum(widths)) > 0:
+        i = next((i for i in order if widths[i] < sizes[i]), None)
+        if i is None:
+            break
+        widths[i] += min(round_to, sizes[i] - widths[i], short)
+        order.remove(i)
+        order.append(i)
+    return widths
 
 
 def _spec_metadata(spec: MaskSpec) -> dict[str, Any]:

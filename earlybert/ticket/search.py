@@ -58,8 +58,8 @@ class SearchConfig:
     min_heads_per_layer: int = 1
     """Never keep fewer heads than this in a layer."""
     ffn_round_to: int = 8
-    """Round each layer's kept FFN width to a multiple of this: widths off a multiple of 8 ran up to 13% slower than
-    their FLOPs on this CPU (benchmarks/RESULTS.md section 1); 64 suits tensor cores; 1 = off."""
+    """Round each layer's kept FFN width to a multiple of this: matmul kernels run widths off a multiple of 8 below
+    their FLOP rate; 64 suits tensor cores best; 1 = off."""
     weights: str = "auto"
     """After the draw: rewind (initial weights, fresh optimizer and schedule for the slim stage), continue
     (searched weights, the run's schedule), or auto (fine-tuning: rewind; pretraining: continue)."""

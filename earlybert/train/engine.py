@@ -15,21 +15,59 @@ from earlybert.ticket.shrink import PrunePlan, apply_plan, transfer_adam_state
 from earlybert.train.distributed import DistInfo
 from earlybert.train.trainer_config import TrainConfig
 
+AUTO = "auto"
+FP16_DYNAMIC_SCALING = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
+                        "hysteresis": 2, "min_loss_scale": 1}
 
-def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
-    """The DeepSpeed JSON with its `auto` values (batch, accumulation, clipping) filled from `train`."""
-    path = Path(train.deepspeed_config)
-    if not path.is_file() and path.parts[:1] == ("configs",):  # outside the repository: the packaged copy
+
+def auto_deepspeed_json(device: str, bf16_supported: bool, world_size: int) -> dict[str, Any]:
+    """What `train.deepspeed_config: auto` resolves to: bf16 on a CUDA device that has it, else fp16 with dynamic
+    loss scaling; ZeRO-1 with more than one rank, else ZeRO-0; fp32 ZeRO-0 on a CPU."""
+    config: dict[str, Any] = {key: AUTO for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                                                   "gradient_clipping")}
+    if device != "cuda":
+        return {**config, "zero_optimization": {"stage": 0}, "bf16": {"enabled": False}, "fp16": {"enabled": False}}
+    config["zero_optimization"] = {"stage": 1 if world_size > 1 else 0}
+    if bf16_supported:
+        config["bf16"] = {"enabled": True}
+    else:
+        config["fp16"] = dict(FP16_DYNAMIC_SCALING)
+    return config
+
+
+def accelerator() -> tuple[str, bool]:
+    """(device name, whether it computes in bf16) of the accelerator DeepSpeed trains on."""
+    from deepspeed.accelerator import get_accelerator
+
+    device = get_accelerator().device_name()
+    return device, device == "cuda" and bool(get_accelerator().is_bf16_supported())
+
+
+def packaged_path(path: str | Path) -> Path:
+    """`path` as given, or the copy shipped in the wheel when a `configs/...` path is not found from here."""
+    path = Path(path)
+    if not path.is_file() and path.parts[:1] == ("configs",):
         from importlib.resources import files
 
         packaged = Path(str(files("earlybert"))) / path
-        path = packaged if packaged.is_file() else path
-    if not path.is_file():
-        raise EarlyBertError(f"DeepSpeed config {path} does not exist: set train.deepspeed_config to a JSON file")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise EarlyBertError(f"DeepSpeed config {path} is not valid JSON ({e}): fix its syntax") from None
+        return packaged if packaged.is_file() else path
+    return path
+
+
+def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed JSON (`auto`: chosen for the device) with its `auto` values (batch, accumulation, clipping)
+    filled from `train`."""
+    if train.deepspeed_config == AUTO:
+        path, config = Path(AUTO), auto_deepspeed_json(*accelerator(), world_size)
+    else:
+        path = packaged_path(train.deepspeed_config)
+        if not path.is_file():
+            raise EarlyBertError(f"DeepSpeed config {path} does not exist: set train.deepspeed_config to a JSON file "
+                                 "or to auto")
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise EarlyBertError(f"DeepSpeed config {path} is not valid JSON ({e}): fix its syntax") from None
     ours = {
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": train.grad_accum,
@@ -70,8 +108,15 @@ def parameter_groups(model: nn.Module, weight_decay: float, coefficient_lr: floa
     return groups
 
 
+def precision(config: dict[str, Any]) -> str:
+    """A DeepSpeed JSON's training precision and ZeRO stage, e.g. "bf16 ZeRO-1"."""
+    kind = "bf16" if config.get("bf16", {}).get("enabled") else "fp16" if config.get("fp16", {}).get("enabled") \
+        else "fp32"
+    return f"{kind} ZeRO-{_zero_stage(config)}"
+
+
 def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coefficient_lr: float = 0.0,
-                 clip_outside: bool = False):
+                 clip_outside: bool = False, config: dict[str, Any] | None = None):
     """A DeepSpeed engine around `objective`, with a torch AdamW unless the JSON names an optimizer.
 
     `clip_outside`: the caller runs `check_and_clip_gradients` before every optimizer step; where gradients
@@ -80,7 +125,7 @@ def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coeff
     """
     import deepspeed
 
-    config = deepspeed_config(train, dist.world_size)
+    config = dict(config or deepspeed_config(train, dist.world_size))
     if clip_outside and _plain_fp32(config) and "optimizer" not in config:
         config["gradient_clipping"] = 0.0
     groups = parameter_groups(objective, train.weight_decay, coefficient_lr)
@@ -89,8 +134,6 @@ def build_engine(objective: nn.Module, train: TrainConfig, dist: DistInfo, coeff
     else:
         # A client optimizer avoids JIT-building DeepSpeed's ops on CPU and keeps per-parameter state we can slice.
         optimizer = adamw(groups, train)
-        if _plain_fp32(config) and hasattr(objective, "tied_gradient_in_place"):
-            objective.tied_gradient_in_place()  # ZeRO 1-3 and the bf16 wrappers take gradients as they land
         engine, *_ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config)
     if dist.world_size == 1 and _zero_stage(config) == 0:
         # Averaging gradients over one rank changes nothing but costs a flatten/copy of every gradient.

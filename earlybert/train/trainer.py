@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_file, save_model
 
-from earlybert import mkl_dispatch
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter, layer_sizes
 from earlybert.models.checkpoint import write_dir_atomically
-from earlybert.models.fast_dropout import use_fast_dropout
 from earlybert.models.flops import accounting
 from earlybert.ticket.coefficients import attach_coefficients, detach_coefficients, ffn_coefficients, head_coefficients
 from earlybert.ticket.search import SearchSteps, TicketSearch
@@ -34,10 +32,11 @@ from earlybert.train.engine import (
     carry_optimizer_state,
     check_and_clip_gradients,
     consolidated_copy,
+    deepspeed_config,
     fp32_values,
     optimizer_name,
+    precision,
 )
-from earlybert.train.host_memory import keep_freed_host_memory
 from earlybert.train.logger import RunLogger
 from earlybert.train.objectives import Objective, Stat
 from earlybert.train.run_checkpoint import RunCheckpointer, latest_checkpoint
@@ -83,7 +82,8 @@ class Trainer:
         self.times: dict[str, float] = {}
         self.steps_in: dict[str, int] = {}
         self.engine = None
-        self.host_memory_kept = keep_freed_host_memory() if train.keep_host_memory else False
+        self.ds_config = deepspeed_config(train, dist.world_size)  # `auto` resolved for this device, once
+        self.ds_config_file = self._write_ds_config()
         if resume_from is not None:
             self._resume(model, resume_from)
         else:
@@ -92,6 +92,16 @@ class Trainer:
                                 train.max_steps, log.progress_bar, self.step)
 
     # ---- set-up -------------------------------------------------------------------------------
+    def _write_ds_config(self) -> Path:
+        """The resolved DeepSpeed JSON, in the run folder (main rank)."""
+        path = self.run_dir / "deepspeed.json"
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(self.ds_config, indent=1))
+            tmp.replace(path)
+        return path
+
     def _start(self, model: torch.nn.Module) -> None:
         if self.search.ticket:
             self.ticket = Ticket.load(self.search.ticket)
@@ -99,8 +109,7 @@ class Trainer:
         elif self.ticket_search is not None:
             if self.ticket_search.steps.weights == "rewind" and self.dist.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                          str(self.run_dir / "init_weights.safetensors"))
+                save_model(model, str(self.run_dir / "init_weights.safetensors"))  # tied weights stored once
             attach_coefficients(model)
             self.stage = Stage.SEARCH
         else:
@@ -109,12 +118,10 @@ class Trainer:
 
     def _engine(self, model: torch.nn.Module):
         searching = self.stage == Stage.SEARCH
-        if self.train.fast_dropout:
-            use_fast_dropout(model)
         objective = self.objective_cls(model, self.search.lambda_heads if searching else 0.0,
                                        self.search.lambda_ffn if searching else 0.0)
         engine = build_engine(objective, self.train, self.dist, self.search.coefficient_lr if searching else 0.0,
-                              clip_outside=True)  # `_check_gradients` clips
+                              clip_outside=True, config=self.ds_config)  # `_check_gradients` clips
         engine.train()  # from_pretrained leaves models in eval mode: dropout must be on while training
         return engine
 
@@ -145,6 +152,8 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train to the end: search, draw and shrink when the early bird fires, then train the slim model."""
+        self.logger.print(f"deepspeed_config {self.train.deepspeed_config} -> {precision(self.ds_config)} on "
+                          f"{self.engine.device.type} ({self.ds_config_file})")
         self.logger.print(f"training from step {self.step} to {self.end_step} in stage {self.stage}")
         while self.step < self.end_step:
             stage = self.stage
@@ -180,7 +189,8 @@ class Trainer:
         for group in self.engine.optimizer.param_groups:
             group["lr"] = self.search.coefficient_lr if group.get("coefficients") else lr
         totals = torch.zeros(len(Stat))
-        micro_batches = self.batches(self.step)
+        # After a rewind the slim stage is a fresh run: it reads the data from the start, as the full run does.
+        micro_batches = self.batches(self.step - (self.slim_start or 0))
         global_count = all_reduce_sum(torch.tensor([float(sum(map(self.objective_cls.count, micro_batches)))]))
         # DeepSpeed divides by accumulation steps and averages ranks: scale so the result is the global mean.
         denominator = max(global_count.item(), 1.0) / (len(micro_batches) * self.dist.world_size)
@@ -292,7 +302,7 @@ class Trainer:
             self.logger.print(f"rewinding: the slim model trains {self.ticket_search.steps.slim_steps} steps from the "
                               "initial weights with a fresh optimizer and schedule")
             detach_coefficients(full)
-            full.load_state_dict(load_file(str(self.run_dir / "init_weights.safetensors")))
+            load_model(full, str(self.run_dir / "init_weights.safetensors"))  # weights and task head at step 0
             slim = shrink_model(full, self.ticket)
         else:
             slim = shrink_model(full, self.ticket, fold_coefficients=self.search.fold_coefficients)
@@ -347,8 +357,9 @@ class Trainer:
             "drawn_by": self.ticket.metadata.get("drawn_by") if self.ticket else None,
             "weights": self.ticket_search.steps.weights if self.ticket_search else None,
             "optimizer_state_at_shrink": self.optimizer_state,
-            "optimizer": optimizer_name(self.engine), "host_memory_kept": self.host_memory_kept,
-            "mkl_intel_path": mkl_dispatch.status(),
+            "optimizer": optimizer_name(self.engine),
+            "deepspeed": {"given": self.train.deepspeed_config, "precision": precision(self.ds_config),
+                          "device": self.engine.device.type, "file": str(self.ds_config_file)},
             "full": self.full_accounting, "slim": final,
             # Each rank's peak resident memory (this process; forked tokenizing workers are not counted).
             "peak_rss_mb": all_gather_object(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)),

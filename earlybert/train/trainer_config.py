@@ -35,14 +35,10 @@ class TrainConfig:
     """AdamW epsilon."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0: off)."""
-    deepspeed_config: str = "configs/deepspeed/cpu.json"
-    """DeepSpeed JSON; its 'auto' batch, accumulation and clipping values come from this section."""
-    fast_dropout: bool = True
-    """On CPU, draw dropout masks (hidden states and attention probabilities) from random integers instead of
-    torch's float Bernoulli sampler: same p to 2^-15, 1.3x faster MiniLM fine-tuning steps; no effect on GPU."""
-    keep_host_memory: bool = True
-    """Under glibc, keep freed host memory in the process (mmap and trim thresholds raised) so a step reuses its
-    pages instead of faulting fresh ones in; resident memory stays near its peak."""
+    deepspeed_config: str = "auto"
+    """DeepSpeed JSON, or auto: bf16 on a CUDA GPU that has it (else fp16 with dynamic loss scaling), ZeRO-1 with
+    more than one rank (else ZeRO-0), fp32 on a CPU. The JSON's 'auto' batch, accumulation and clipping values
+    come from this section; the resolved JSON is written to the run folder as deepspeed.json."""
 
     def __post_init__(self):
         if self.schedule not in ("linear", "polynomial", "constant"):
