@@ -61,7 +61,7 @@ def test_shipped_pretrain_configs_load(name):
     cfg = load_config(PretrainConfig, REPO / f"configs/pretrain/{name}.yaml")
     phases = cfg.resolved_phases()
     assert sum(p.steps for p in phases) == cfg.train.max_steps
-    assert (REPO / cfg.train.deepspeed_config).is_file()
+    assert cfg.train.deepspeed_config == "auto" if name == "tiny" else (REPO / cfg.train.deepspeed_config).is_file()
     if name != "tiny":
         assert cfg.model.vocab_size == 30522 and [p.seq_len for p in phases] == [128, 512]
 
@@ -81,3 +81,28 @@ def test_deepspeed_jsons_are_valid_and_auto_filled(tmp_path):
     (tmp_path / "ds.json").write_text(json.dumps(data))
     with pytest.raises(EarlyBertError, match="sets train_micro_batch_size_per_gpu=3 but the run config implies 4"):
         deepspeed_config(TrainConfig(micro_batch_size=4, deepspeed_config=str(tmp_path / "ds.json")), 1)
+
+
+@pytest.mark.parametrize(("device", "bf16", "ranks", "precision"), [
+    ("cuda", True, 1, "bf16 ZeRO-0"), ("cuda", True, 2, "bf16 ZeRO-1"), ("cuda", False, 1, "fp16 ZeRO-0"),
+    ("cuda", False, 4, "fp16 ZeRO-1"), ("cpu", False, 1, "fp32 ZeRO-0"), ("cpu", True, 2, "fp32 ZeRO-0"),
+])
+def test_auto_resolves_precision_and_zero_stage_for_the_device(monkeypatch, device, bf16, ranks, precision):
+    from earlybert.train import engine
+    from earlybert.train.trainer_config import TrainConfig
+
+    monkeypatch.setattr(engine, "accelerator", lambda: (device, device == "cuda" and bf16))
+    config = engine.deepspeed_config(TrainConfig(micro_batch_size=4, grad_accum=2, max_grad_norm=0.5), ranks)
+    assert engine.precision(config) == precision
+    assert config["train_batch_size"] == 8 * ranks and config["gradient_clipping"] == 0.5
+    if precision.startswith("fp16"):  # dynamic loss scaling: a loss scale of 0
+        assert config["fp16"]["enabled"] and config["fp16"]["loss_scale"] == 0
+    assert not (config.get("bf16", {}).get("enabled") and config.get("fp16", {}).get("enabled"))
+
+
+def test_auto_on_this_machine_is_fp32_on_cpu():
+    from earlybert.train.engine import deepspeed_config, precision
+    from earlybert.train.trainer_config import TrainConfig
+
+    assert TrainConfig().deepspeed_config == "auto"
+    assert precision(deepspeed_config(TrainConfig(), 1)) == "fp32 ZeRO-0"

@@ -85,3 +85,13 @@ def test_bad_settings_are_refused():
         EarlyBirdDetector(window=1)
     with pytest.raises(EarlyBertError, match="threshold"):
         EarlyBirdDetector(threshold=1.5)
+
+
+def test_a_tied_check_anywhere_in_the_window_keeps_it_from_firing():
+    # Masks drawn from tied scores are decided by index order: identical masks would look converged.
+    det = EarlyBirdDetector(window=3, threshold=0.0)
+    det.update(1, *masks(BASE_H, BASE_F))
+    det.update(2, *masks(BASE_H, BASE_F), tied=True)
+    assert not det.update(3, *masks(BASE_H, BASE_F))  # the window 1-3 holds the tied check at step 2
+    assert not det.update(4, *masks(BASE_H, BASE_F))  # so does 2-4
+    assert det.update(5, *masks(BASE_H, BASE_F))  # 3-5 is clear of it

@@ -148,6 +148,40 @@ def test_rewind_starts_the_slim_stage_at_warm_up_with_a_fresh_optimizer(tiny_ber
     assert steps == {8}
 
 
+def test_rewind_restores_the_initial_weights_and_head_and_restarts_the_data(tiny_bert, tmp_path, capsys):
+    import torch
+
+    from earlybert.models.checkpoint import load_model
+    from earlybert.ticket.shrink import shrink_model
+    from earlybert.ticket.ticket import Ticket
+
+    data_dir = make_glue_task("sst2", tmp_path / "sst2", n_train=64)
+    header, *rows = (data_dir / "train.tsv").read_text().splitlines()
+    longer = [row.replace("\t", " more" * (i % 7) + "\t", 1) for i, row in enumerate(rows)]  # batches differ in length
+    (data_dir / "train.tsv").write_text("\n".join([header, *longer]) + "\n")
+    common = ("search.draw_at=3", "epochs=1", "checkpoint.every=1000", "checkpoint.keep_last=10", "seed=5")
+    run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "earlybert", tmp_path / "eb", capsys, *common)
+    run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "full", tmp_path / "full", capsys, *common)
+    # The checkpoint written at the draw holds the slim model before its first step: the pretrained encoder and
+    # the task head as initialised at step 0 (seed 5), shrunk by the ticket.
+    torch.manual_seed(5)
+    initial = load_model(str(tiny_bert), task="sequence_classification", num_labels=2)
+    expected = shrink_model(initial, Ticket.load(tmp_path / "eb" / "ticket.json")).state_dict()
+    saved = torch.load(tmp_path / "eb" / "checkpoints" / "step_00000003" / "mp_rank_00_model_states.pt",
+                       weights_only=True)["module"]
+    got = {k.removeprefix("model."): v for k, v in saved.items()}
+    assert expected.keys() <= got.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
+    # The slim stage reads the batches the full run read, from the first on (dynamic padding: tokens differ).
+    def tokens(folder, stage):
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [r["tokens"] for r in rows if r["stage"] == stage]
+
+    assert tokens(tmp_path / "eb", "slim") == tokens(tmp_path / "full", "full")
+    assert len(set(tokens(tmp_path / "full", "full"))) > 1
+
+
 def test_the_shipped_glue_config_draws_early_on_2000_examples(tiny_bert, tmp_path, capsys):
     data_dir = make_glue_task("sst2", tmp_path / "sst2", n_train=2000)
     out = tmp_path / "out"

@@ -93,6 +93,26 @@ def test_trainer_searches_draws_shrinks_and_saves_a_loadable_slim_model(bbc, tmp
         assert torch.allclose(reloaded(**batch).logits, trainer.model(**batch).logits, atol=1e-6)
 
 
+def test_the_coefficients_keep_their_learning_rate_while_the_models_decays(bbc, tmp_path):
+    train, _, _ = bbc
+    rates = []
+
+    class Rates(TrainerCallback):
+        def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+            rates.append([(bool(g.get("coefficients")), g["lr"]) for g in optimizer.param_groups])
+
+    search = SearchConfig(check_every=1, window=2, threshold=0.0, max_search_steps=0.5, coefficient_lr=0.05)
+    trainer = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path, warmup_steps=4), train_dataset=train,
+                               search=search, callbacks=[Rates()])
+    trainer.train()
+    searching = [r for r in rates if any(coefficients for coefficients, _ in r)]
+    assert len(searching) == 16  # no early bird at threshold 0.0: the search runs to step 16 of 32
+    assert {lr for r in searching for coefficients, lr in r if coefficients} == {0.05}
+    model = [next(lr for coefficients, lr in r if not coefficients) for r in searching]
+    assert model[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])  # warm-up, then linear decay over 32 steps
+    assert model[-1] == pytest.approx(1e-3 * (32 - 16) / (32 - 4))
+
+
 @pytest.mark.parametrize("family", ["xlm-roberta", "electra", "distilbert", "deberta-v2", "modernbert"])
 def test_trainer_slims_every_family(family, bbc, tmp_path):
     from earlybert.models.adapters import adapter_for_type

@@ -13,6 +13,7 @@ from earlybert.ticket.masks import (
     prune_count,
     random_ticket,
 )
+from earlybert.ticket.ticket import Ticket
 from tests.conftest import tiny_model
 
 
@@ -121,3 +122,29 @@ def test_random_ticket_is_seeded_and_keeps_ratios():
     assert (a.heads, a.ffn) != (c.heads, c.ffn)
     assert a.layer_heads() == [5, 5]  # 8 - round(8/3)
     assert sum(a.layer_ffn()) == 200 - 80
+
+
+def test_equal_scores_straddling_the_global_ffn_cut_are_tied_whatever_the_rounding():
+    # Two layers of 16: 8 distinct high scores and 8 equal ones each. 12 of 32 pruned globally keeps the 16 high and
+    # 4 equal ones, which index order gives to layer 0: widths 12 and 8, rounded to 16 and 8. Had the order been
+    # the other way, 8 and 16: the scores do not decide, though no cut inside a layer falls among equal scores.
+    layer = torch.cat([torch.linspace(2.0, 3.0, 8), torch.full((8,), 0.5)])
+    spec = MaskSpec(heads_ratio=0.0, ffn_ratio=0.375, ffn_round_to=8)
+    assert [int(m.sum()) for m in ffn_masks([layer, layer.clone()], 0.375, "global", 8)] == [16, 8]
+    assert spec.tied([torch.ones(2)], [layer, layer.clone()])
+    distinct = [torch.linspace(2.0, 3.0, 16), torch.linspace(0.1, 0.9, 16)]
+    assert not spec.tied([torch.ones(2)], distinct)
+
+
+def test_a_random_ticket_like_a_learned_one_keeps_its_head_counts_and_total_ffn_width():
+    model = tiny_model("bert", num_heads=8, intermediate_size=100)
+    learned = Ticket("bert", heads=[[1] * 6 + [0] * 2, [1] * 3 + [0] * 5],
+                     ffn=[[1] * 96 + [0] * 4, [1] * 24 + [0] * 76])
+    for seed in range(5):
+        drawn = random_ticket(model, MaskSpec(ffn_round_to=8), seed=seed, like=learned)
+        assert drawn.layer_heads() == [6, 3]
+        assert sum(drawn.layer_ffn()) == 120 and all(w % 8 == 0 for w in drawn.layer_ffn())
+    assert random_ticket(model, MaskSpec(), seed=1, like=learned).ffn != random_ticket(model, MaskSpec(), seed=2,
+                                                                                        like=learned).ffn
+    with pytest.raises(EarlyBertError, match="does not fit this model"):
+        random_ticket(tiny_model("bert"), MaskSpec(), seed=0, like=learned)

@@ -81,7 +81,7 @@ class Variant:
 
 
 def variants(cmp: CompareConfig, default_weights: str = "rewind") -> list[Variant]:
-    """The variants in run order: full once, searched ones at each weights and ratio pair, random ones at each pair.
+    """The variants as listed: full once, searched ones at each weights and ratio pair, random ones at each pair.
 
     Searched variants at the config's own weights keep the plain name, so adding weights reuses finished runs.
     """
@@ -104,23 +104,14 @@ def ticket_source(variant: Variant, chosen: list[Variant]) -> Variant | None:
 
 
 def run_order(chosen: list[Variant], seeds: list[int]) -> list[tuple[Variant, int]]:
-    """(variant, seed) in run order: each seed's variants rotated one place further than the last seed's, a
-    random variant moved after the earlybert run whose ticket it copies."""
+    """(variant, seed) in run order: each seed's variants rotated one place further than the last seed's; a random
+    variant runs right after the earlybert run whose ticket it copies (the two rotate as one)."""
+    units = [[v, *(r for r in chosen if ticket_source(r, chosen) == v)] for v in chosen
+             if ticket_source(v, chosen) is None]
     order = []
     for k, seed in enumerate(seeds):
-        shift = k % len(chosen)
-        waiting, done = [], set()
-        for variant in chosen[shift:] + chosen[:shift]:
-            source = ticket_source(variant, chosen)
-            if source is not None and source not in done:
-                waiting.append(variant)
-                continue
-            order.append((variant, seed))
-            done.add(variant)
-            for later in [w for w in waiting if ticket_source(w, chosen) == variant]:
-                order.append((later, seed))
-                done.add(later)
-                waiting.remove(later)
+        shift = k % len(units)
+        order += [(v, seed) for unit in units[shift:] + units[:shift] for v in unit]
     return order
 
 
