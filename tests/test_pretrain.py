@@ -180,6 +180,23 @@ def test_two_ranks_and_one_rank_draw_the_same_ticket(pydoc_corpus, tmp_path):
     assert l1 and l1 == pytest.approx(l2, rel=1e-4)
 
 
+def test_rewind_in_pretraining_ends_with_a_slim_model_trained_from_the_initial_weights(pydoc_corpus, tmp_path):
+    result = run_earlybert("pretrain", *tiny_args(tmp_path / "run", pydoc_corpus, tmp_path / "cache",
+                                                  "search.weights=rewind", "search.rewind_length=0.5"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stage"] == "slim" and summary["weights"] == "rewind"
+    assert summary["steps"] == summary["ticket_step"] + 30  # the slim stage: half the run's 60 steps
+    assert summary["slim"]["params"] < summary["full"]["params"]
+    assert AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "model") is not None
+    refused = run_earlybert("pretrain", *tiny_args(tmp_path / "longer", pydoc_corpus, tmp_path / "cache",
+                                                   "search.weights=rewind", "search.rewind_length=2"))
+    assert refused.returncode == 2 and not (tmp_path / "longer").exists()
+    assert refused.stderr.strip().splitlines() == [
+        "earlybert pretrain: error: search.rewind_length=2 makes the rewound slim stage longer than the 60 steps of "
+        "data the run's phases hold: use search.rewind_length <= 1"]
+
+
 def test_phases_switch_sequence_length_and_batch(pydoc_corpus, tmp_path):
     phases = "phases=[{steps: 3, seq_len: 32, micro_batch_size: 8}, {steps: 2, seq_len: 64, micro_batch_size: 2}]"
     result = run_earlybert("pretrain", *tiny_args(tmp_path / "run", pydoc_corpus, tmp_path / "cache",
