@@ -6,7 +6,25 @@ import argparse
 import json
 import sys
 
+from earlybert.config import PathKind
 from earlybert.errors import EarlyBertError
+
+FILE, FOLDER = PathKind("file"), PathKind("folder")
+# Each subcommand's path arguments and the kind of path each must be, checked before the command runs.
+PATH_ARGUMENTS = {"shrink": {"model": FOLDER, "ticket": FILE}, "info": {"model": FOLDER}, "draw": {"run_dir": FOLDER},
+                  "evaluate": {"predictions": FILE, "na_prob_file": FILE}, "report": {"run_dir": FOLDER}}
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse a path argument that is missing or of the wrong kind (a folder for a file, ...), in one line."""
+    kinds = dict(PATH_ARGUMENTS.get(args.command, {}))
+    if args.command == "evaluate":
+        kinds["data"] = FILE if args.benchmark == "squad" else FOLDER
+    for name, kind in kinds.items():
+        value = getattr(args, name)
+        problem = kind.problem(value) if value is not None else None
+        if problem:
+            raise EarlyBertError(f"{name.replace('_', ' ')} {value} {problem}")
 
 
 def _shrink(args: argparse.Namespace) -> None:
@@ -163,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # per-shard bars add nothing to a one-folder command
     try:
+        check_paths(args)
         args.func(args)
     except EarlyBertError as e:
         print(f"earlybert {args.command}: error: {e}", file=sys.stderr)

@@ -1,6 +1,9 @@
 """One config system: dataclasses <-> YAML <-> `key=value` overrides; unknown keys are errors.
 
-Field docstrings (the string literal under each field) become the `--help` text, as in litgpt.
+Field docstrings (the string literal under each field) become the `--help` text, as in litgpt. A field whose
+values have a domain declares it in its annotation, `Annotated[float, Range(0, 1)]`, `Annotated[str,
+Choice(...)]` or `Annotated[str, PathKind("file")]`; `check_config` checks every one of them, before a run
+folder exists.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import textwrap
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +24,107 @@ import yaml
 from earlybert.errors import EarlyBertError
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numbers from `low` to `high` (None: unbounded); `open_low`/`open_high` exclude the end itself."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` lies outside, or None."""
+        below = self.low is not None and (value <= self.low if self.open_low else value < self.low)
+        above = self.high is not None and (value >= self.high if self.open_high else value > self.high)
+        if not (below or above):
+            return None
+        if self.high is None:
+            return f"must be {'>' if self.open_low else '>='} {self.low:g}"
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        return (f"is outside {'(' if self.open_low else '['}{low}, {self.high:g}{')' if self.open_high else ']'}: "
+                "give a value in that range")
+
+    def outside(self) -> float:
+        """A value outside the range (for tests)."""
+        return self.low - 1 if self.low is not None else self.high + 1
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of `values`."""
+
+    values: tuple
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not a choice, or None."""
+        return None if value in self.values else f"is unknown: use one of {', '.join(map(str, self.values))}"
+
+    def outside(self) -> str:
+        """A value that is no choice (for tests)."""
+        return "not-a-choice"
+
+
+@dataclass(frozen=True)
+class PathKind:
+    """A path to an existing `kind` ("file" or "folder"); empty (unset) and the `special` words pass."""
+
+    kind: str
+    special: tuple = ()
+
+    def problem(self, value: str) -> str | None:
+        """Why `value` is not such a path, or None."""
+        if value in ("", *self.special):
+            return None
+        path = packaged_path(value)
+        if not path.exists():
+            return f"does not exist: give an existing {self.kind}"
+        actual = "folder" if path.is_dir() else "file" if path.is_file() else "special file"
+        return None if actual == self.kind else f"is a {actual}, not a {self.kind}: give a {self.kind}"
+
+
+def packaged_path(path: str | os.PathLike) -> Path:
+    """`path` as given, or the copy shipped in the wheel when a `configs/...` path is not found from here."""
+    path = Path(path).expanduser()
+    if not path.exists() and path.parts[:1] == ("configs",):
+        from importlib.resources import files
+
+        packaged = Path(str(files("earlybert"))) / path
+        return packaged if packaged.exists() else path
+    return path
+
+
+def domains(cls: type) -> dict[str, Range | Choice | PathKind]:
+    """The declared domain of each field of a config dataclass that has one."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {name: extra for name, tp in hints.items() if typing.get_origin(tp) is typing.Annotated
+            for extra in typing.get_args(tp)[1:] if isinstance(extra, (Range, Choice, PathKind))}
+
+
+def check_config(cfg: Any, paths: bool = True, prefix: str = "") -> None:
+    """Check every declared domain in a (nested) config, paths too unless `paths` is False; the first value
+    outside its domain raises a one-line error naming the key. `from_dict` checks all but paths as it reads."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_config(value, paths, f"{prefix}{f.name}.")
+            continue
+        if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                check_config(item, paths, f"{prefix}{f.name}[{i}].")
+            continue
+        domain = domains(type(cfg)).get(f.name)
+        if domain is not None and (paths or not isinstance(domain, PathKind)):
+            _check_value(domain, value, prefix + f.name)
+
+
+def _check_value(domain: Range | Choice | PathKind, value: Any, key: str) -> None:
+    for item in value if isinstance(value, list) else [value]:
+        problem = domain.problem(item)
+        if problem:
+            raise EarlyBertError(f"{key}={item!r} {problem}")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -109,13 +214,15 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise EarlyBertError(
             f"unknown config key {prefix}{unknown[0]}: known keys here are {', '.join(sorted(names))}"
         )
-    kwargs = {}
+    kwargs, declared = {}, domains(cls)
     for name, value in data.items():
         tp = hints[name]
         if _is_dataclass_type(tp):
             kwargs[name] = from_dict(tp, value or {}, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, tp, prefix + name)
+            continue
+        kwargs[name] = _coerce(value, tp, prefix + name)
+        if name in declared and not isinstance(declared[name], PathKind):  # paths: `check_config`, at the run
+            _check_value(declared[name], kwargs[name], prefix + name)
     try:
         return cls(**kwargs)
     except EarlyBertError:
@@ -141,8 +248,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str] = ()) -> T:
-    """Read a YAML file (optional), apply `key=value` overrides, and validate into `cls`."""
+def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str] = (), prefix: str = "") -> T:
+    """Read a YAML file (optional), apply `key=value` overrides, and validate into `cls` (errors name keys with
+    `prefix`)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -166,7 +274,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[st
             if not isinstance(node, dict):
                 raise EarlyBertError(f"override {text!r}: {k} is not a section")
         node[keys[-1]] = value
-    return from_dict(cls, data)
+    return from_dict(cls, data, prefix)
 
 
 def save_yaml(cfg: Any, path: str | os.PathLike) -> None:
@@ -220,6 +328,6 @@ def split_cli(argv: list[str], prog: str, cls: type) -> tuple[str | None, list[s
     return path, overrides
 
 
-def config_from_cli(cls: type[T], argv: list[str], prog: str) -> T:
+def config_from_cli(cls: type[T], argv: list[str], prog: str, prefix: str = "") -> T:
     """`--config FILE` plus key=value overrides -> a validated config; `--help` lists every key."""
-    return load_config(cls, *split_cli(argv, prog, cls))
+    return load_config(cls, *split_cli(argv, prog, cls), prefix=prefix)

@@ -140,12 +140,12 @@ CASES = {
     "wrong type": (pre("train.max_steps=many"), "config key train.max_steps expects int, got 'many'"),
     "unknown key": (pre("train.lr_max=1"), "unknown config key train.lr_max: known keys here are"),
     "unknown flag": (pre("--steps"), "unknown flag --steps: settings are key=value"),
-    "unknown choice": (pre("train.schedule=cosine"), "train.schedule='cosine' is unknown: use linear"),
+    "unknown choice": (pre("train.schedule=cosine"), "train.schedule='cosine' is unknown: use one of linear, "),
     "ratio out of range (config)": (pre("search.heads_ratio=1.5"), "heads_ratio=1.5 is outside [0, 1)"),
     "ratio out of range (draw)": (["draw", "{root}", "--heads-ratio", "1.0", "--ffn-ratio", "0.4", "--output",
                                    "{out}"], "heads_ratio=1.0 is outside [0, 1)"),
     "missing corpus": (["pretrain", "--config", TINY, "output_dir={out}", "data.train_files={root}/none.txt"],
-                       "corpus file {root}/none.txt does not exist"),
+                       "data.train_files='{root}/none.txt' does not exist: give an existing file"),
     "empty corpus": (["pretrain", "--config", TINY, "output_dir={out}", "data.train_files={root}/empty.txt"],
                      "holds no text: give files with documents"),
     "non-UTF-8 corpus": (["pretrain", "--config", TINY, "output_dir={out}", "data.train_files={root}/latin1.txt"],
@@ -167,7 +167,7 @@ CASES = {
     "finished run in output_dir": (["pretrain", "--config", TINY, "output_dir={finished}",
                                     "data.train_files={corpus}"], "holds a finished run: pass overwrite=true"),
     "resume without checkpoint": (pre("resume={root}/norun"), "resume={root}/norun holds no checkpoint"),
-    "missing DeepSpeed JSON": (pre("train.deepspeed_config={root}/none.json"), "DeepSpeed config {root}/none.json"),
+    "missing DeepSpeed JSON": (pre("train.deepspeed_config={root}/none.json"), "{root}/none.json' does not exist"),
     "invalid DeepSpeed JSON": (pre("train.deepspeed_config={root}/ds.json"), "is not valid JSON"),
     "ZeRO stage that does not exist": (pre("train.deepspeed_config={root}/zero4.json"),
                                        "sets zero_optimization.stage=4: ZeRO has stages 0, 1, 2 and 3"),
@@ -176,18 +176,18 @@ CASES = {
     "ticket shape mismatch": (shrink(ticket="{root}/shape.json"), "do not match the model"),
     "ticket prunes a whole layer": (shrink(ticket="{root}/allpruned.json"), "layer 0 prunes every head"),
     "ticket not JSON": (shrink(ticket="{root}/notjson.json"), "is not valid JSON"),
-    "missing ticket": (shrink(ticket="{root}/none.json"), "ticket file {root}/none.json does not exist"),
+    "missing ticket": (shrink(ticket="{root}/none.json"), "ticket {root}/none.json does not exist: give a"),
     "corrupted safetensors": (shrink(model="{root}/corrupt"), "cannot be loaded"),
     "unsupported model type": (shrink(model="{root}/gpt"), "model type 'gpt2' is not supported: use one of bert, "
                                "deberta-v2, distilbert, electra, modernbert, roberta, xlm-roberta"),
     "ticket of another family": (shrink(ticket="{root}/modernbert.json"),
                                  "ticket is for model type 'modernbert', the model is 'bert': draw the ticket from "
                                  "this model (families: bert, deberta-v2, distilbert"),
-    "unsupported pretraining family": (pre("model.family=gpt2"), "model.family='gpt2' is not supported: use one of "
+    "unsupported pretraining family": (pre("model.family=gpt2"), "model.family='gpt2' is unknown: use one of "
                                        "bert, deberta-v2, distilbert, electra, modernbert, roberta, xlm-roberta"),
     "not a model folder": (["info", "{root}/norun"], "is not a model folder (no config.json)"),
     "output folder not empty": (shrink(output="{full}"), "exists and is not empty: choose a new folder or pass"),
-    "unknown task": (ft(task="sst5"), "unknown task 'sst5': use one of cola, sst2"),
+    "unknown task": (ft(task="sst5"), "task='sst5' is unknown: use one of cola, sst2"),
     "unknown mode": (ft("mode=prune"), "mode='prune' is unknown: use one of full"),
     "label out of range": (ft(data="{range}"), "label '9' is out of range for task sst2"),
     "missing label column": (ft(data="{nolabel}"), "has no label column 'label'"),
@@ -204,7 +204,7 @@ CASES = {
     "epoch fractions in pretraining": (pre("search.fraction_of=epoch"), "search.fraction_of=epoch is for fine-tuning"),
     "search limit beyond a fine-tuning run": (ft("mode=earlybert", "search.max_search_steps=400"),
                                               "search.max_search_steps=400 is step 400, not before the end of the"),
-    "unknown search weights": (ft("search.weights=restart"), "search.weights='restart' is unknown: use auto"),
+    "unknown search weights": (ft("search.weights=restart"), "weights='restart' is unknown: use one of auto"),
     "hidden size not a multiple of heads": (pre("model.hidden_size=30"),
                                             "model.hidden_size=30 is not a multiple of model.num_heads=4"),
     "checkpoints every 0 steps": (pre("checkpoint.every=0"), "checkpoint.every=0 must be >= 1"),
@@ -237,7 +237,7 @@ CASES = {
                                               "needs the columns index and prediction"),
     "missing no-answer file": (["evaluate", "squad", "--data", "{squad}/dev-v1.1.json", "--predictions",
                                 "{root}/squad-preds.json", "--na-prob-file", "{root}/none.json"],
-                               "--na-prob-file {root}/none.json does not exist"),
+                               "na prob file {root}/none.json does not exist"),
 }
 
 

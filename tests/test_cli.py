@@ -109,4 +109,4 @@ def test_unknown_model_type_is_one_line_error(tmp_path, capsys):
     assert ("model type 'gpt2' is not supported: use one of bert, deberta-v2, distilbert, electra, modernbert, "
             "roberta, xlm-roberta (or their slim_ versions)") in err
     assert main(["info", str(tmp_path / "nowhere")]) == 2
-    assert "is not a model folder" in capsys.readouterr().err
+    assert "does not exist: give an existing folder" in capsys.readouterr().err

@@ -129,10 +129,10 @@ def test_a_killed_comparison_resumes_without_redoing_finished_runs(task, tmp_pat
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["compare.modes=[full,prune]"], "compare.modes has prune: use some of full, earlybert, random, slim"),
+    (["compare.modes=[full,prune]"], "compare.modes='prune' is unknown: use one of full, earlybert, random, slim"),
     (["compare.seeds=[]"], "compare.seeds is empty"),
-    (["compare.weights=[restart]"], "compare.weights has restart: use rewind or continue"),
-    (["data_dir=/nonexistent/sst2"], "task data /nonexistent/sst2 is missing"),
+    (["compare.weights=[restart]"], "compare.weights='restart' is unknown: use one of rewind, continue"),
+    (["data_dir=/nonexistent/sst2"], "data_dir='/nonexistent/sst2' does not exist: give an existing folder"),
 ])
 def test_bad_input_is_one_line_and_creates_nothing(task, tmp_path, capsys, extra, message):
     out = tmp_path / "cmp"

@@ -1,5 +1,7 @@
 """The ticket search core: step resolution, ties, fp32 coefficients, draw policies."""
 
+import re
+
 import pytest
 import torch
 
@@ -30,10 +32,16 @@ def test_a_search_that_would_outlast_the_run_is_refused(setting):
         SearchConfig(**setting).resolve(126, 63, "rewind")
 
 
-@pytest.mark.parametrize("setting", [{"check_every": 0}, {"max_search_steps": 2.5}, {"weights": "restart"},
-                                     {"fraction_of": "batch"}, {"coefficient_lr": -1.0}, {"draw_at": -0.1}])
-def test_bad_search_settings_are_refused(setting):
-    with pytest.raises(EarlyBertError, match="search."):
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"check_every": 0}, "check_every=0 must be > 0"),
+    ({"max_search_steps": 2.5}, "search.max_search_steps=2.5 is neither a fraction"),
+    ({"weights": "restart"}, "weights='restart' is unknown: use one of auto, rewind, continue"),
+    ({"fraction_of": "batch"}, "fraction_of='batch' is unknown: use one of run, epoch"),
+    ({"coefficient_lr": -1.0}, "coefficient_lr=-1.0 must be >= 0"),
+    ({"draw_at": -0.1}, "draw_at=-0.1 must be >= 0"),
+])
+def test_bad_search_settings_built_in_python_are_refused(setting, message):
+    with pytest.raises(EarlyBertError, match=re.escape(message)):
         SearchConfig(**setting)
 
 

@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from earlybert.config import PathKind, Range
 from earlybert.errors import EarlyBertError
 
 
@@ -23,7 +25,7 @@ from earlybert.errors import EarlyBertError
 class DataConfig:
     """Where the pretraining text comes from and how it becomes MLM batches."""
 
-    train_files: str | list[str] = field(default_factory=list)
+    train_files: Annotated[str | list[str], PathKind("file")] = field(default_factory=list)
     """Text files (plain or .gz, documents separated by blank lines): one path or a list."""
     dataset: str = ""
     """A `datasets` source (Hub name or local folder/file) read when train_files is empty."""
@@ -35,24 +37,24 @@ class DataConfig:
     """Column of `dataset` holding the text."""
     streaming: bool = False
     """Stream `dataset` instead of loading it whole (for corpora that do not fit in memory)."""
-    max_documents: int = 0
+    max_documents: Annotated[int, Range(0)] = 0
     """Read at most this many documents (0: all)."""
-    tokenizer: str = ""
+    tokenizer: Annotated[str, PathKind("folder")] = ""
     """Tokenizer folder (fast tokenizer); empty: train a WordPiece vocabulary of model.vocab_size on the corpus."""
-    seq_len: int = 128
+    seq_len: Annotated[int, Range(8)] = 128
     """Tokens per packed block, [CLS] and [SEP] included."""
-    mlm_probability: float = 0.15
+    mlm_probability: Annotated[float, Range(0, 1, open_low=True, open_high=True)] = 0.15
     """Share of tokens chosen for prediction (80% [MASK], 10% random, 10% unchanged)."""
     nsp: bool = False
     """Add next-sentence prediction (BERT's original objective; BERT models only)."""
     cache_dir: str = "~/.cache/earlybert"
     """Where the corpus is prepared once (token file, trained tokenizer), keyed by the files and the tokenizer."""
-    prepared: str = ""
+    prepared: Annotated[str, PathKind("folder")] = ""
     """A folder written by `earlybert prepare` to read instead of looking in cache_dir (checked against the
     corpus and the tokenizer)."""
-    num_proc: int = 0
+    num_proc: Annotated[int, Range(0)] = 0
     """Processes that tokenize the corpus when it is prepared (0: one per CPU core)."""
-    tokenizer_sample_mb: float = 100.0
+    tokenizer_sample_mb: Annotated[float, Range(0, open_low=True)] = 100.0
     """Megabytes of text, from the corpus's start, that a trained WordPiece vocabulary learns from."""
 
     def files(self) -> list[str]:

@@ -19,9 +19,9 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from earlybert.config import config_from_cli, help_text, load_config, split_cli
+from earlybert.config import Choice, Range, check_config, config_from_cli, help_text, load_config, split_cli
 from earlybert.errors import EarlyBertError
 from earlybert.recipes.finetune import MODES, FinetuneConfig
 
@@ -34,36 +34,29 @@ class CompareConfig:
 
     output_dir: str = "runs/compare"
     """Folder for the runs (MODE[-hH-fF]/seedN), comparison.json, comparison.md and comparison.png."""
-    modes: list[str] = field(default_factory=lambda: ["full", "earlybert", "random"])
+    modes: Annotated[list[str], Choice(MODES)] = field(default_factory=lambda: ["full", "earlybert", "random"])
     """Modes to run: full, earlybert, random (slim needs a slim model)."""
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     """Seeds; every mode runs once per seed."""
     ratios: list[list[float]] = field(default_factory=list)
     """[heads_ratio, ffn_ratio] pairs for earlybert and random; empty: the fine-tuning config's."""
-    weights: list[str] = field(default_factory=list)
+    weights: Annotated[list[str], Choice(("rewind", "continue"))] = field(default_factory=list)
     """search.weights values for earlybert (rewind, continue); empty: the fine-tuning config's."""
-    metric: str = ""
+    metric: Annotated[str, Choice(("", *METRICS))] = ""
     """Dev metric to compare; empty: the first of accuracy, f1, matthews_correlation, pearson, exact_match."""
-    warmup_steps: int = 10
+    warmup_steps: Annotated[int, Range(0)] = 10
     """Steps of an untimed full-model run before the first timed one (imports, caches); 0: none."""
 
     def __post_init__(self):
-        unknown = [m for m in self.modes if m not in MODES]
-        if unknown or not self.modes:
-            raise EarlyBertError(f"compare.modes has {unknown[0] if unknown else 'no mode'}: use some of "
-                                 f"{', '.join(MODES)}")
+        if not self.modes:
+            raise EarlyBertError(f"compare.modes is empty: use some of {', '.join(MODES)}")
         if not self.seeds:
             raise EarlyBertError("compare.seeds is empty: give at least one seed, e.g. compare.seeds=[1,2,3]")
         if len(set(self.seeds)) != len(self.seeds):
             raise EarlyBertError(f"compare.seeds={self.seeds} repeats a seed: give distinct seeds")
-        bad = [w for w in self.weights if w not in ("rewind", "continue")]
-        if bad:
-            raise EarlyBertError(f"compare.weights has {bad[0]}: use rewind or continue")
         for pair in self.ratios:
             if len(pair) != 2:
                 raise EarlyBertError(f"compare.ratios entry {pair} is not [heads_ratio, ffn_ratio]")
-        if self.warmup_steps < 0:
-            raise EarlyBertError(f"compare.warmup_steps={self.warmup_steps} must be >= 0 (0: no warm-up run)")
 
 
 @dataclass(frozen=True)
@@ -281,6 +274,7 @@ def run(cmp: CompareConfig, path: str | None, overrides: list[str]) -> list[dict
         return run_config(path, overrides, variant, seed, out / variant.name / f"seed{seed}", like)
 
     plan = [(v, s, config(v, s)) for v, s in run_order(chosen, cmp.seeds)]
+    check_config(plan[0][2])
     check_inputs(plan[0][2])
     runs, warm = [], cmp.warmup_steps == 0
     for variant, seed, cfg in plan:
@@ -311,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         compare_args = [a.removeprefix("compare.") for a in argv if a.startswith("compare.")]
         rest = [a for a in argv if not a.startswith("compare.")]
-        cmp = config_from_cli(CompareConfig, compare_args, "earlybert compare")
+        cmp = config_from_cli(CompareConfig, compare_args, "earlybert compare", prefix="compare.")
         path, overrides = split_cli(rest, "earlybert compare", FinetuneConfig)
         load_config(FinetuneConfig, path, overrides)  # unknown keys fail here, before any run
         run(cmp, path, overrides)

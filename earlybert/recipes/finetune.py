@@ -8,47 +8,50 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
-from earlybert.config import config_from_cli, to_dict
+from earlybert.config import Choice, PathKind, Range, check_config, config_from_cli, to_dict
 from earlybert.errors import EarlyBertError
+from earlybert.tasks.glue import TASKS
 from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
 MODES = ("full", "earlybert", "random", "slim")
+TASK_NAMES = (*TASKS, "custom", "squad", "squad_v2")
 
 
 @dataclass
 class FinetuneConfig:
     """A fine-tuning run."""
 
-    task: str = "sst2"
+    task: Annotated[str, Choice(TASK_NAMES)] = "sst2"
     """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), custom, squad or squad_v2."""
-    model: str = ""
+    model: Annotated[str, PathKind("folder")] = ""
     """Model folder (plain HF, slim, or a pretraining run's model/); its tokenizer must be there too."""
-    data_dir: str = ""
+    data_dir: Annotated[str, PathKind("folder")] = ""
     """Local folder in the official layout (GLUE TSVs, SQuAD JSON); empty: the Hugging Face Hub."""
-    mode: str = "full"
+    mode: Annotated[str, Choice(MODES)] = "full"
     """full (baseline), earlybert (search, draw, shrink, train slim), random (random ticket), slim (as is)."""
     output_dir: str = "runs/finetune"
     """Run folder: eval_results.json, predictions, summary.json, the fine-tuned model in model/."""
     overwrite: bool = False
     """Start over in an output_dir that holds a run."""
-    resume: str = ""
+    resume: Annotated[str, PathKind("folder", special=("auto",))] = ""
     """auto, a run or checkpoint folder, or empty."""
     seed: int = 42
     """Seed for the task head, data order, dropout and the random ticket."""
-    epochs: float = 3.0
+    epochs: Annotated[float, Range(0)] = 3.0
     """Training epochs (sets train.max_steps when > 0)."""
-    max_seq_len: int = 128
+    max_seq_len: Annotated[int, Range(8)] = 128
     """Tokens per example (SQuAD: per window)."""
-    doc_stride: int = 128
+    doc_stride: Annotated[int, Range(1)] = 128
     """SQuAD: overlap between windows of a long context."""
-    max_answer_len: int = 30
+    max_answer_len: Annotated[int, Range(1)] = 30
     """SQuAD: longest answer in tokens."""
-    n_best: int = 20
+    n_best: Annotated[int, Range(1)] = 20
     """SQuAD: start and end candidates considered."""
-    eval_batch_size: int = 64
+    eval_batch_size: Annotated[int, Range(1)] = 64
     """Examples per evaluation forward pass."""
     dynamic_padding: bool = True
     """Pad each batch (training and evaluation) to its longest example instead of max_seq_len: the same
@@ -60,23 +63,19 @@ class FinetuneConfig:
     """custom task: the text column(s) of the files."""
     label_column: str = "label"
     """custom task: the label column."""
-    num_labels: int = 0
+    num_labels: Annotated[int, Range(0)] = 0
     """custom task: classes (0: from labels.txt in data_dir)."""
     regression: bool = False
     """custom task: a real-valued label."""
-    random_like: str = ""
+    random_like: Annotated[str, PathKind("file")] = ""
     """mode=random: a learned ticket.json of the same model whose heads per layer and total FFN width the random
     ticket keeps (`earlybert compare` passes the earlybert run's of the same seed); empty: the search ratios."""
-    baseline_dir: str = ""
+    baseline_dir: Annotated[str, PathKind("folder")] = ""
     """A full-mode run folder of the same task: summary.json reports the training time saved against it."""
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise EarlyBertError(f"mode={self.mode!r} is unknown: use one of {', '.join(MODES)}")
 
 
 def load_task_data(cfg: FinetuneConfig, tokenizer):
@@ -156,6 +155,7 @@ def run(cfg: FinetuneConfig) -> dict:
     from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
     from earlybert.train.trainer import Trainer
 
+    check_config(cfg)
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)
     check_run_dir(run_dir, cfg.resume, cfg.overwrite)

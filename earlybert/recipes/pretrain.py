@@ -7,51 +7,50 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
-from earlybert.config import config_from_cli, to_dict
+from earlybert.config import Choice, PathKind, Range, check_config, config_from_cli, to_dict
 from earlybert.data.corpus import DataConfig, cached_wordpiece, load_tokenizer, sample_documents
 from earlybert.data.prepare import check_cache_dir, corpus_key, prepare
 from earlybert.errors import EarlyBertError
+from earlybert.models.adapters import supported_families
 from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+
+FAMILIES = tuple(supported_families())
 
 
 @dataclass
 class ModelConfig:
     """The model to pretrain."""
 
-    init_from: str = ""
+    init_from: Annotated[str, PathKind("folder")] = ""
     """Model folder to start from (plain HF or slim); empty: a new model with the sizes below."""
-    family: str = "bert"
+    family: Annotated[str, Choice(FAMILIES)] = "bert"
     """Family of a new model: bert, roberta, xlm-roberta, electra, distilbert, deberta-v2 or modernbert."""
-    hidden_size: int = 768
+    hidden_size: Annotated[int, Range(1)] = 768
     """Hidden width."""
-    num_layers: int = 12
+    num_layers: Annotated[int, Range(1)] = 12
     """Encoder layers."""
-    num_heads: int = 12
+    num_heads: Annotated[int, Range(1)] = 12
     """Attention heads per layer."""
-    intermediate_size: int = 3072
+    intermediate_size: Annotated[int, Range(1)] = 3072
     """FFN width."""
-    vocab_size: int = 30522
+    vocab_size: Annotated[int, Range(1)] = 30522
     """Vocabulary size (a trained tokenizer gets this many entries)."""
-    max_position_embeddings: int = 512
+    max_position_embeddings: Annotated[int, Range(1)] = 512
     """Longest sequence the position embeddings cover."""
-    hidden_dropout: float = 0.1
+    hidden_dropout: Annotated[float, Range(0, 1, open_high=True)] = 0.1
     """Dropout on hidden states."""
-    attention_dropout: float = 0.1
+    attention_dropout: Annotated[float, Range(0, 1, open_high=True)] = 0.1
     """Dropout on attention probabilities."""
 
     def __post_init__(self):
-        from earlybert.models.adapters import supported_families
-
-        if not self.init_from and self.family not in supported_families():
-            raise EarlyBertError(f"model.family={self.family!r} is not supported: use one of "
-                                 f"{', '.join(supported_families())}")
-        if not self.init_from and (self.num_heads < 1 or self.hidden_size % self.num_heads):
+        if not self.init_from and self.hidden_size % self.num_heads:
             raise EarlyBertError(f"model.hidden_size={self.hidden_size} is not a multiple of model.num_heads="
                                  f"{self.num_heads}: choose sizes where heads divide the width (e.g. 768 and 12)")
-        if self.init_from and not (Path(self.init_from) / "config.json").is_file():
+        if self.init_from and Path(self.init_from).is_dir() and not (Path(self.init_from) / "config.json").is_file():
             raise EarlyBertError(f"model.init_from={self.init_from} is not a model folder (no config.json): point it "
                                  "at a save_pretrained folder, or leave it empty for a new model")
 
@@ -60,11 +59,11 @@ class ModelConfig:
 class PhaseConfig:
     """One training phase (BERT: 90% of steps at seq 128, then 10% at seq 512)."""
 
-    steps: int = 0
+    steps: Annotated[int, Range(1)] = 0
     """Optimizer steps in this phase."""
-    seq_len: int = 128
+    seq_len: Annotated[int, Range(8)] = 128
     """Block length in this phase."""
-    micro_batch_size: int = 8
+    micro_batch_size: Annotated[int, Range(1)] = 8
     """Sequences per rank per forward pass in this phase."""
 
 
@@ -76,7 +75,7 @@ class PretrainConfig:
     """Run folder: checkpoints, ticket.json, summary.json, the final model in model/."""
     overwrite: bool = False
     """Start over in an output_dir that holds a run."""
-    resume: str = ""
+    resume: Annotated[str, PathKind("folder", special=("auto",))] = ""
     """auto (the run's latest checkpoint), a run or checkpoint folder, or empty for a fresh start."""
     seed: int = 42
     """Seed for initialisation, data order, masking and dropout."""
@@ -200,6 +199,7 @@ def run(cfg: PretrainConfig) -> dict:
     from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
     from earlybert.train.trainer import Trainer
 
+    check_config(cfg)
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)
     check_run_dir(run_dir, cfg.resume, cfg.overwrite)
@@ -249,6 +249,7 @@ def prepare_main(argv: list[str] | None = None) -> int:
     the cache, alone (on a CPU node, before the GPU job); the run then finds it and never tokenizes."""
     try:
         cfg = config_from_cli(PretrainConfig, sys.argv[1:] if argv is None else argv, "earlybert prepare")
+        check_config(cfg)
         if cfg.data.streaming:
             raise EarlyBertError("data.streaming=true reads the dataset as it trains: there is nothing to prepare")
         tokenizer = get_tokenizer(cfg, Path(cfg.output_dir))

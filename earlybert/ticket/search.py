@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
+from earlybert.config import Choice, PathKind, Range, check_config
 from earlybert.errors import EarlyBertError
 from earlybert.ticket.coefficients import attach_coefficients, ffn_coefficients, head_coefficients, l1_penalty
 from earlybert.ticket.detector import EarlyBirdDetector
@@ -29,66 +30,53 @@ class SearchConfig:
 
     enabled: bool = True
     """Search for a ticket; false trains the model as it is (the full baseline)."""
-    lambda_heads: float = 1e-4
+    lambda_heads: Annotated[float, Range(0)] = 1e-4
     """L1 weight on head coefficients (sum, not mean)."""
-    lambda_ffn: float = 1e-4
+    lambda_ffn: Annotated[float, Range(0)] = 1e-4
     """L1 weight on FFN coefficients (sum, not mean)."""
-    coefficient_lr: float = 1e-2
+    coefficient_lr: Annotated[float, Range(0)] = 1e-2
     """Learning rate of the coefficients (constant, no weight decay); 0: the model's schedule. Fine-tuning
     rates (2e-5) barely move them, so masks would be decided by noise."""
-    check_every: float = 0.01
+    check_every: Annotated[float, Range(0, open_low=True)] = 0.01
     """Steps between mask checks: a step count (>= 1) or a fraction of `fraction_of` (< 1)."""
-    window: int = 5
+    window: Annotated[int, Range(2)] = 5
     """Masks the detector compares (the newest against the others)."""
-    threshold: float = 0.1
+    threshold: Annotated[float, Range(0, 1)] = 0.1
     """Largest normalized Hamming distance at which the early bird fires."""
-    draw_at: float = 0.0
+    draw_at: Annotated[float, Range(0)] = 0.0
     """Draw at this point instead of waiting for the detector: a step (>= 1) or a fraction (< 1); 0: off."""
-    max_search_steps: float = 0.2
+    max_search_steps: Annotated[float, Range(0, open_low=True)] = 0.2
     """Draw here if nothing fired before (logged as not fired): a step (>= 1) or a fraction (< 1); it must
     end before the run does."""
-    fraction_of: str = "run"
+    fraction_of: Annotated[str, Choice(("run", "epoch"))] = "run"
     """What fractional lengths refer to: run (train.max_steps) or epoch (one pass over the data)."""
-    heads_ratio: float = 0.3333333333333333
+    heads_ratio: Annotated[float, Range(0, 1, open_high=True)] = 0.3333333333333333
     """Fraction of heads pruned in each layer."""
-    ffn_ratio: float = 0.4
+    ffn_ratio: Annotated[float, Range(0, 1, open_high=True)] = 0.4
     """Fraction of FFN neurons pruned."""
-    ffn_scope: str = "global"
+    ffn_scope: Annotated[str, Choice(("global", "layer"))] = "global"
     """Rank FFN neurons across all layers (global) or within each layer (layer)."""
-    min_heads_per_layer: int = 1
+    min_heads_per_layer: Annotated[int, Range(1)] = 1
     """Never keep fewer heads than this in a layer."""
-    ffn_round_to: int = 8
+    ffn_round_to: Annotated[int, Range(1)] = 8
     """Round each layer's kept FFN width to a multiple of this: matmul kernels run widths off a multiple of 8 below
     their FLOP rate; 64 suits tensor cores best; 1 = off."""
-    weights: str = "auto"
+    weights: Annotated[str, Choice(WEIGHTS)] = "auto"
     """After the draw: rewind (initial weights, fresh optimizer and schedule for the slim stage), continue
     (searched weights, the run's schedule), or auto (fine-tuning: rewind; pretraining: continue)."""
-    rewind_length: float = 1.0
+    rewind_length: Annotated[float, Range(0, 10, open_low=True)] = 1.0
     """After a rewind, the slim stage's steps as a fraction of train.max_steps (1.0: as long as the full run)."""
     fold_coefficients: bool = True
     """When continuing, fold the learned coefficients into the following linears (same function)."""
-    ticket: str = ""
+    ticket: Annotated[str, PathKind("file")] = ""
     """Skip the search and apply this ticket.json at step 0 (e.g. a random ticket)."""
 
     def __post_init__(self):
-        self.spec()
-        EarlyBirdDetector(self.window, self.threshold)
-        if self.weights not in WEIGHTS:
-            raise EarlyBertError(f"search.weights={self.weights!r} is unknown: use {', '.join(WEIGHTS)}")
-        if self.fraction_of not in ("run", "epoch"):
-            raise EarlyBertError(f"search.fraction_of={self.fraction_of!r} is unknown: use run or epoch")
-        for name in ("check_every", "max_search_steps"):
-            if not getattr(self, name) > 0:
-                raise EarlyBertError(f"search.{name}={getattr(self, name)} must be > 0: a step count or a fraction")
+        check_config(self, paths=False)  # built in Python, not read by `from_dict`: the declared domains too
         for name in ("check_every", "draw_at", "max_search_steps"):
             value = getattr(self, name)
-            if value < 0 or (value >= 1 and value != int(value)):
+            if value >= 1 and value != int(value):
                 raise EarlyBertError(f"search.{name}={value} is neither a fraction (< 1) nor a whole step count")
-        if self.coefficient_lr < 0:
-            raise EarlyBertError(f"search.coefficient_lr={self.coefficient_lr} must be >= 0")
-        if not 0 < self.rewind_length <= 10:
-            raise EarlyBertError(f"search.rewind_length={self.rewind_length} must lie in (0, 10]: a fraction of "
-                                 "train.max_steps, 1.0 for as long as the full run")
 
     def spec(self) -> MaskSpec:
         """The mask spec these settings describe."""

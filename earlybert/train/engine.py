@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from earlybert.config import packaged_path
 from earlybert.errors import EarlyBertError
 from earlybert.ticket.coefficients import attach_coefficients, has_coefficients, is_coefficient_name
 from earlybert.ticket.shrink import PrunePlan, apply_plan, transfer_adam_state
@@ -41,17 +42,6 @@ def accelerator() -> tuple[str, bool]:
 
     device = get_accelerator().device_name()
     return device, device == "cuda" and bool(get_accelerator().is_bf16_supported())
-
-
-def packaged_path(path: str | Path) -> Path:
-    """`path` as given, or the copy shipped in the wheel when a `configs/...` path is not found from here."""
-    path = Path(path)
-    if not path.is_file() and path.parts[:1] == ("configs",):
-        from importlib.resources import files
-
-        packaged = Path(str(files("earlybert"))) / path
-        return packaged if packaged.is_file() else path
-    return path
 
 
 def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:

@@ -3,49 +3,47 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from earlybert.errors import EarlyBertError
+from earlybert.config import Choice, PathKind, Range, check_config
 from earlybert.ticket.search import SearchConfig  # noqa: F401  (re-exported: configs import it from here)
+from earlybert.train.logger import BACKENDS
 
 
 @dataclass
 class TrainConfig:
     """Optimisation."""
 
-    max_steps: int = 1000
+    max_steps: Annotated[int, Range(1)] = 1000
     """Optimizer steps of the run: search and slim training together with search.weights=continue; after a
     rewind the slim stage gets its own schedule of search.rewind_length x max_steps after the search."""
-    micro_batch_size: int = 8
+    micro_batch_size: Annotated[int, Range(1)] = 8
     """Sequences per rank per forward pass."""
-    grad_accum: int = 1
+    grad_accum: Annotated[int, Range(1)] = 1
     """Micro-batches accumulated per optimizer step (global batch = micro x accum x ranks)."""
-    lr: float = 1e-4
+    lr: Annotated[float, Range(0, open_low=True)] = 1e-4
     """Peak learning rate."""
-    warmup_steps: int = 100
+    warmup_steps: Annotated[int, Range(0)] = 100
     """Linear warm-up steps."""
-    schedule: str = "linear"
+    schedule: Annotated[str, Choice(("linear", "polynomial", "constant"))] = "linear"
     """Decay after warm-up: linear, polynomial or constant."""
-    poly_power: float = 1.0
+    poly_power: Annotated[float, Range(0, open_low=True)] = 1.0
     """Power of the polynomial decay."""
-    weight_decay: float = 0.01
+    weight_decay: Annotated[float, Range(0)] = 0.01
     """AdamW weight decay (never applied to biases, LayerNorm or slimming coefficients)."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: Annotated[list[float], Range(0, 1, open_high=True)] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW betas."""
-    eps: float = 1e-6
+    eps: Annotated[float, Range(0, open_low=True)] = 1e-6
     """AdamW epsilon."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: Annotated[float, Range(0)] = 1.0
     """Gradient clipping norm (0: off)."""
-    deepspeed_config: str = "auto"
+    deepspeed_config: Annotated[str, PathKind("file", special=("auto",))] = "auto"
     """DeepSpeed JSON, or auto: bf16 on a CUDA GPU that has it (else fp16 with dynamic loss scaling), ZeRO-1 with
     more than one rank (else ZeRO-0), fp32 on a CPU. The JSON's 'auto' batch, accumulation and clipping values
     come from this section; the resolved JSON is written to the run folder as deepspeed.json."""
 
     def __post_init__(self):
-        if self.schedule not in ("linear", "polynomial", "constant"):
-            raise EarlyBertError(f"train.schedule={self.schedule!r} is unknown: use linear, polynomial or constant")
-        for name in ("max_steps", "micro_batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise EarlyBertError(f"train.{name}={getattr(self, name)} must be >= 1")
+        check_config(self, paths=False)  # built in Python, not read by `from_dict`: the declared domains too
 
     def lr_at(self, step: int, total: int | None = None) -> float:
         """Learning rate for optimizer step `step` (0-based) of a schedule `total` steps long (default max_steps)."""
@@ -62,35 +60,22 @@ class TrainConfig:
 class CheckpointConfig:
     """Run checkpoints."""
 
-    every: int = 100
-    """Steps between checkpoints (also written right after the shrink and at the end)."""
-    keep_last: int = 2
+    every: Annotated[int, Range(1)] = 100
+    """Steps between checkpoints (also written right after the shrink and at the end); a large value, e.g. 100000,
+    checkpoints only there."""
+    keep_last: Annotated[int, Range(1)] = 2
     """Complete checkpoints kept; older ones are deleted."""
-
-    def __post_init__(self):
-        for name in ("every", "keep_last"):
-            if getattr(self, name) < 1:
-                raise EarlyBertError(f"checkpoint.{name}={getattr(self, name)} must be >= 1 (a large every, e.g. "
-                                     "100000, checkpoints only after the shrink and at the end)")
 
 
 @dataclass
 class LogConfig:
     """Logging (main rank only)."""
 
-    report_to: str = "none"
+    report_to: Annotated[str, Choice(BACKENDS)] = "none"
     """none, wandb (offline when no API key is set) or tensorboard; metrics.jsonl is always written."""
-    every: int = 10
+    every: Annotated[int, Range(1)] = 10
     """Steps between console lines."""
     project: str = "earlybert"
     """wandb project."""
     progress_bar: bool = True
     """Show a progress bar on an interactive terminal."""
-
-    def __post_init__(self):
-        from earlybert.train.logger import BACKENDS
-
-        if self.report_to not in BACKENDS:
-            raise EarlyBertError(f"log.report_to={self.report_to!r} is unknown: use one of {', '.join(BACKENDS)}")
-        if self.every < 1:
-            raise EarlyBertError(f"log.every={self.every} must be >= 1")
