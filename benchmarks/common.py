@@ -240,9 +240,23 @@ def in_turns(jobs: dict[str, Callable[[Turns], Any]], first: str, timeout_s: flo
     return out
 
 
+def cpu_record() -> dict[str, str]:
+    """The CPU a measurement ran on, from /proc/cpuinfo (Linux): name, x86 family/model (Zen 3 and Zen 4 EPYCs
+    share a name) and the flags that decide matmul speed; empty elsewhere."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+    except OSError:
+        return {}
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {"cpu": fields.get("model name", ""),
+            "cpu_family_model": f"{fields.get('cpu family', '')}/{fields.get('model', '')}".strip("/"),
+            "cpu_features": " ".join(f for f in fields.get("flags", "").split() if f in wanted)}
+
+
 def write_json(path: str | Path, data: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps({"machine": machine_info(), **data}, indent=1))
+    Path(path).write_text(json.dumps({"machine": {**machine_info(), **cpu_record()}, **data}, indent=1))
 
 
 def print_table(header: list[str], rows: list[list]) -> None:

@@ -66,6 +66,7 @@ def failing_side(turns: Turns) -> None:
     raise ValueError("this side fails")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first", ["a", "b"])
 def test_sides_taking_turns_never_overlap_and_alternate_from_the_first(first):
     # The MLM lockstep benchmark's premise: while one trainer steps, the other waits.
@@ -75,6 +76,7 @@ def test_sides_taking_turns_never_overlap_and_alternate_from_the_first(first):
     assert all(end <= next_start for (_, end, _), (next_start, _, _) in zip(timeline, timeline[1:]))
 
 
+@pytest.mark.slow
 def test_a_failing_side_stops_the_turn_taking_instead_of_hanging():
     with pytest.raises(RuntimeError, match="exit codes"):
         in_turns({"a": three_turns, "b": failing_side}, first="a", timeout_s=60)
@@ -108,6 +110,7 @@ def pool(tmp_path: Path, earlier: dict, *args: str) -> subprocess.CompletedProce
     ({"steps": 8, "precision": "fp32", "in_trainer_step_s": {"ours_vs_hf_speed_rounds": [1.5]}},
      "ran --steps 8 --precision fp32, this run --steps 30"),
 ])
+@pytest.mark.slow
 def test_pooling_refuses_other_runs_before_any_work(tmp_path, earlier, message):
     result = pool(tmp_path, earlier, "--steps", "30")
     assert result.returncode == 2 and message in result.stderr

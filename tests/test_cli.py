@@ -29,6 +29,7 @@ def uneven_minilm_ticket() -> Ticket:
 
 
 
+@pytest.mark.slow
 def test_shrink_real_minilm_folder_loads_with_auto_class_and_fill_mask(minilm_mlm_dir, tmp_path):
     ticket_path = tmp_path / "ticket.json"
     uneven_minilm_ticket().save(ticket_path)

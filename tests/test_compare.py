@@ -30,6 +30,7 @@ def args(task, out, *extra):
     return ["--config", GLUE_YAML, f"model={model}", f"data_dir={data}", *FAST, f"compare.output_dir={out}", *extra]
 
 
+@pytest.mark.slow
 def test_two_modes_two_seeds_write_the_table_plot_and_report(task, tmp_path, capsys):
     from earlybert.report.html import write_report
 
@@ -88,6 +89,7 @@ def test_run_order_rotates_the_first_mode_and_keeps_random_after_its_learned_tic
         assert names.index("random") > names.index("earlybert")
 
 
+@pytest.mark.slow
 def test_a_random_ticket_in_a_comparison_has_the_learned_tickets_sizes(task, tmp_path):
     out = tmp_path / "cmp"
     assert compare_main(args(task, out, "compare.modes=[earlybert,random]", "compare.seeds=[5]",
@@ -106,6 +108,7 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto(points) == [(5.0, 0.8), (10.0, 0.9), (12.0, 0.95)]
 
 
+@pytest.mark.slow
 def test_a_killed_comparison_resumes_without_redoing_finished_runs(task, tmp_path):
     out = tmp_path / "cmp"
     cmd = [sys.executable, "-m", "earlybert", "compare",

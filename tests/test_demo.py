@@ -7,6 +7,8 @@ import pytest
 from earlybert.cli import main as cli_main
 from earlybert.recipes.demo import run_demo, write_demo_data
 
+pytestmark = pytest.mark.slow  # integration runs: `make test` runs them, `make test-fast` does not
+
 
 def test_demo_data_is_a_real_three_class_task(tmp_path):
     corpus, task = write_demo_data(tmp_path)

@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, clean_env, torchrun
+
+pytestmark = pytest.mark.slow  # integration runs: `make test` runs them, `make test-fast` does not
 
 
 def test_a_lone_process_ignores_rendezvous_leftovers():

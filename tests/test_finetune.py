@@ -103,6 +103,7 @@ def test_time_saved_against_a_full_baseline(tiny_bert, tmp_path, capsys):
     assert slim["baseline_eval"] == full["eval"] and "time_saved" in slim
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_step, stage", [(12, "search"), (40, "slim")])
 def test_finetune_sigkill_then_resume_matches_an_uninterrupted_run(kill_step, stage, tiny_bert, tmp_path):
     from tests.conftest import UninterruptedRuns, kill_at_step, run_earlybert

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # integration runs: `make test` runs them, `make test-fast` does not
+
 REPO = Path(__file__).resolve().parents[1]
 
 

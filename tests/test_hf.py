@@ -221,6 +221,7 @@ def test_a_checkpoint_taken_in_the_slim_stage_resumes(bbc, tmp_path):
     assert same_logits(bbc, reference, resumed)
 
 
+@pytest.mark.slow
 def test_the_example_script_runs_end_to_end(minilm_path, tmp_path):
     if not BBC.is_dir():
         pytest.skip(f"{BBC} is missing: the real labelled task lives in ../shared/data")
@@ -265,6 +266,7 @@ print("RESULT", result.global_step, type(trainer.model).__name__, json.load(open
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("stage", "expected"), [(2, "RESULT 16 SlimBertForSequenceClassification 4"),
                                                  (3, "ZeRO stage 3 partitions the coefficients")])
 def test_training_arguments_with_deepspeed(tmp_path, stage, expected):

@@ -45,6 +45,7 @@ REMOTE_LOAD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_slim_folders_load_with_trust_remote_code_without_earlybert(tmp_path):
     cases = []
     for family, task in FAMILY_TASKS:

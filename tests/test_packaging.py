@@ -5,7 +5,11 @@ import sys
 import sysconfig
 import venv
 
+import pytest
+
 from tests.conftest import REPO, clean_env
+
+pytestmark = pytest.mark.slow  # integration runs: `make test` runs them, `make test-fast` does not
 
 
 def test_a_wheel_in_a_fresh_venv_runs_the_demo(tmp_path):

@@ -95,6 +95,7 @@ def test_bad_caches_and_mismatched_prepared_folders_are_refused(corpus, tmp_path
         prep.prepare(config(corpus, tmp_path, prepared=str(tmp_path)), tokenizer)
 
 
+@pytest.mark.slow
 def test_two_processes_on_a_fresh_cache_one_prepares_the_other_waits_and_reads_it(corpus, tmp_path, tokenizer):
     tokenizer.save_pretrained(str(tmp_path / "tok"))
     script = (
@@ -117,6 +118,7 @@ def test_two_processes_on_a_fresh_cache_one_prepares_the_other_waits_and_reads_i
         os.path.basename(folders.pop())]
 
 
+@pytest.mark.slow
 def test_the_prepare_command_prints_one_summary_line_and_a_run_finds_its_folder(corpus, tmp_path, tokenizer):
     from tests.conftest import run_earlybert
 

@@ -14,6 +14,8 @@ from transformers import AutoModelForMaskedLM
 from earlybert.ticket.ticket import Ticket
 from tests.conftest import REPO, UninterruptedRuns, clean_env, kill_at_step, run_earlybert, torchrun
 
+pytestmark = pytest.mark.slow  # integration runs: `make test` runs them, `make test-fast` does not
+
 TINY = str(REPO / "configs/pretrain/tiny.yaml")
 
 

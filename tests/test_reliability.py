@@ -123,6 +123,7 @@ def two_rank_args(tmp_path, corpus, *extra) -> list[str]:
             "search.max_search_steps=15", "checkpoint.every=5", *extra]
 
 
+@pytest.mark.slow
 def test_nan_in_one_ranks_gradient_under_bf16_zero2_stops_every_rank_before_the_update(tmp_path, pydoc_corpus):
     # The loss stays finite: only DeepSpeed's partitioned gradients (reduced across ranks) see the NaN.
     result = torchrun("tests/faulty_rank.py", *two_rank_args(tmp_path, pydoc_corpus), env={"FAULT": "nan:8"})
@@ -137,6 +138,7 @@ def test_nan_in_one_ranks_gradient_under_bf16_zero2_stops_every_rank_before_the_
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_write_failing_on_rank_1_only_ends_both_ranks_with_the_cause(tmp_path, pydoc_corpus):
     # Rank 1's ZeRO shard of the second checkpoint (step 10, or the shrink's if the ticket is drawn before)
     # fails to write while rank 0 waits in DeepSpeed's barrier.
