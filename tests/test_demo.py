@@ -42,6 +42,11 @@ def test_demo_writes_report_and_consistent_summary(demo_run, capsys):
     assert base["steps"] == saved["steps"] == 50 and base["stage"] == "full" and saved["stage"] == "slim"
     assert demo["pretrain_time_s"] == pytest.approx(sum(saved["time_s"].values()))
     assert demo["full_pretrain_time_s"] == pytest.approx(base["time_s"]["full"])
+    # Counted FLOPs: the search's steps cost the full model's, the slim steps less.
+    full_per_token, slim_per_token = saved["full"]["train_flops_per_token"], saved["slim"]["train_flops_per_token"]
+    drawn = demo["fired_at"]
+    expected = 1 - (drawn * full_per_token + (50 - drawn) * slim_per_token) / (50 * full_per_token)
+    assert demo["flops_saved_vs_full"] == pytest.approx(expected, rel=0.02)
     assert demo["downstream_accuracy"] == json.loads((out / "finetune" / "eval_results.json").read_text())["accuracy"]
     assert 0.0 <= demo["downstream_accuracy"] <= 1.0
     html = (out / "report.html").read_text()
