@@ -68,7 +68,8 @@ def test_glue_task_runs_in_every_mode(task, mode, tiny_bert, slim_bert, tmp_path
     if mode == "earlybert":
         assert summary["stage"] == "slim" and summary["ticket_step"] == 2
         ticket = json.loads((tmp_path / "out" / "ticket.json").read_text())
-        assert ticket["step"] == 2 and isinstance(ticket["fired"], bool) and ticket["weights"] == "rewind"
+        assert ticket["step"] == 2 and ticket["weights"] == "rewind" and ticket["drawn_by"] in ("fired", "limit")
+        assert ticket["fired"] == (ticket["drawn_by"] == "fired")
     if mode == "random":
         assert summary["stage"] == "slim" and summary["slim"]["layer_heads"] == [3, 3]
     if mode == "slim":
@@ -181,6 +182,22 @@ def test_rewind_restores_the_initial_weights_and_head_and_restarts_the_data(tiny
 
     assert tokens(tmp_path / "eb", "slim") == tokens(tmp_path / "full", "full")
     assert len(set(tokens(tmp_path / "full", "full"))) > 1
+
+
+def test_auto_precision_resolves_to_fp32_on_a_cpu_and_is_logged_and_written(tiny_bert, tmp_path, capsys):
+    data_dir = make_glue_task("sst2", tmp_path / "sst2")
+    out = tmp_path / "out"
+    code = finetune_main(["glue", "--config", GLUE_YAML, "task=sst2", f"model={tiny_bert}", f"data_dir={data_dir}",
+                          f"output_dir={out}", *FAST])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert f"deepspeed_config auto -> fp32 ZeRO-0 on cpu ({out / 'deepspeed.json'})" in stdout
+    written = json.loads((out / "deepspeed.json").read_text())
+    assert written["zero_optimization"] == {"stage": 0} and not written["bf16"]["enabled"]
+    assert written["train_micro_batch_size_per_gpu"] == 8
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["deepspeed"] == {"given": "auto", "precision": "fp32 ZeRO-0", "device": "cpu",
+                                    "file": str(out / "deepspeed.json")}
 
 
 def test_the_shipped_glue_config_draws_early_on_2000_examples(tiny_bert, tmp_path, capsys):

@@ -190,7 +190,9 @@ def test_rewind_in_pretraining_ends_with_a_slim_model_trained_from_the_initial_w
     assert summary["stage"] == "slim" and summary["weights"] == "rewind"
     assert summary["steps"] == summary["ticket_step"] + 30  # the slim stage: half the run's 60 steps
     assert summary["slim"]["params"] < summary["full"]["params"]
-    assert AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "model") is not None
+    reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "model")
+    assert type(reloaded).__name__ == "SlimBertForMaskedLM"
+    assert sum(p.numel() for p in reloaded.parameters()) == summary["slim"]["params"]
     refused = run_earlybert("pretrain", *tiny_args(tmp_path / "longer", pydoc_corpus, tmp_path / "cache",
                                                    "search.weights=rewind", "search.rewind_length=2"))
     assert refused.returncode == 2 and not (tmp_path / "longer").exists()

@@ -221,7 +221,10 @@ class Trainer:
         return metrics
 
     def _check_gradients(self) -> None:
-        """Where gradients sit on the parameters (fp32, ZeRO 0): stop on a non-finite norm, else clip them."""
+        """Where gradients sit on the parameters (fp32, ZeRO 0): stop on a non-finite norm, else clip them. Under
+        fp16 the gradients are loss-scaled: an overflow is the loss scaler's to skip and lower, not an error."""
+        if self.engine.fp16_enabled():
+            return
         norm = check_and_clip_gradients(self.engine, self.train.max_grad_norm)
         if norm is not None and not torch.isfinite(norm):
             self._stop_nonfinite("gradient norm", norm.item())
