@@ -16,6 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+# The suite is a CPU suite (gloo ranks, fp32 and bf16 on CPU), on a GPU machine too: CUDA starts lazily, so
+# hiding the devices here, before any CUDA call, keeps this process and every one it starts on the CPU.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import earlybert  # noqa: E402,F401  (registers the slim Auto classes)
 from earlybert.models.adapters import adapter_for_type  # noqa: E402
