@@ -106,6 +106,7 @@ def domains(cls: type) -> dict[str, Range | Choice | PathKind]:
 def check_config(cfg: Any, paths: bool = True, prefix: str = "") -> None:
     """Check every declared domain in a (nested) config, paths too unless `paths` is False; the first value
     outside its domain raises a one-line error naming the key. `from_dict` checks all but paths as it reads."""
+    declared = domains(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
@@ -115,7 +116,7 @@ def check_config(cfg: Any, paths: bool = True, prefix: str = "") -> None:
             for i, item in enumerate(value):
                 check_config(item, paths, f"{prefix}{f.name}[{i}].")
             continue
-        domain = domains(type(cfg)).get(f.name)
+        domain = declared.get(f.name)
         if domain is not None and (paths or not isinstance(domain, PathKind)):
             _check_value(domain, value, prefix + f.name)
 
