@@ -170,7 +170,8 @@ def record(variant: Variant, seed: int, summary: dict, metric: str) -> dict[str,
             "time_s": summary["time_s"], "ticket_step": summary.get("ticket_step"),
             "drawn_by": summary.get("drawn_by"), "steps": summary["steps"],
             "params": summary["slim"]["params"], "flops_per_token": summary["slim"]["train_flops_per_token"],
-            "ffn_kept": sum(summary["slim"]["layer_ffn"]), "heads_kept": sum(summary["slim"]["layer_heads"])}
+            "ffn_kept": sum(summary["slim"]["layer_ffn"]), "heads_kept": sum(summary["slim"]["layer_heads"]),
+            "draw_check": summary.get("draw_check")}
 
 
 def aggregate(runs: list[dict]) -> list[dict[str, Any]]:
@@ -189,20 +190,23 @@ def aggregate(runs: list[dict]) -> list[dict[str, Any]]:
                      "train_time_std": time_std,
                      "time_saved": 1 - time / statistics.mean(full_times) if full_times else None,
                      "params": statistics.mean(r["params"] for r in group),
-                     "flops_per_token": statistics.mean(r["flops_per_token"] for r in group)})
+                     "flops_per_token": statistics.mean(r["flops_per_token"] for r in group),
+                     "worst": min(r["value"] for r in group),
+                     "collapse_warnings": sum(bool((r.get("draw_check") or {}).get("collapsed")) for r in group)})
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     """The comparison as a markdown table."""
     metric = rows[0]["metric"]
-    lines = [f"| variant | runs | {metric} mean | std | train s (search incl.) | time saved vs full | params | "
-             "train FLOPs/token |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| variant | runs | {metric} mean | std | worst | train s (search incl.) | time saved vs full | "
+             "params | train FLOPs/token | collapse warnings |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         saved = "-" if r["time_saved"] is None or r["mode"] == "full" else f"{100 * r['time_saved']:.1f}%"
+        warned = "-" if r["mode"] != "earlybert" else f"{r['collapse_warnings']}/{r['runs']}"
         lines.append(f"| {r['variant']} | {r['runs']} | {100 * r['mean']:.2f} | {100 * r['std']:.2f} | "
-                     f"{r['train_time_s']:.1f} ± {r['train_time_std']:.1f} | {saved} | {r['params']:,.0f} | "
-                     f"{r['flops_per_token']:,.0f} |")
+                     f"{100 * r['worst']:.2f} | {r['train_time_s']:.1f} ± {r['train_time_std']:.1f} | {saved} | "
+                     f"{r['params']:,.0f} | {r['flops_per_token']:,.0f} | {warned} |")
     return "\n".join(lines) + "\n"
 
 

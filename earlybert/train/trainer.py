@@ -27,6 +27,7 @@ from earlybert.ticket.search import SearchSteps, TicketSearch
 from earlybert.ticket.shrink import prune_plan, shrink_model
 from earlybert.ticket.ticket import Ticket
 from earlybert.train.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, broadcast_object
+from earlybert.train.draw_check import DrawCheck
 from earlybert.train.engine import (
     build_engine,
     carry_optimizer_state,
@@ -70,6 +71,7 @@ class Trainer:
         self.seq_len, self.mlm_fraction, self.save_extras = seq_len, mlm_fraction, save_extras
         # None when nothing is searched (full baseline, a given ticket).
         self.ticket_search = TicketSearch(search, search_steps) if search_steps is not None else None
+        self.draw_check = DrawCheck(search.collapse_window, search.collapse_ratio) if self.ticket_search else None
         # The run ends at end_step; a rewind moves it to the draw step plus the slim stage's own length.
         self.end_step, self.slim_start = train.max_steps, None
         self.checkpointer = RunCheckpointer(self.run_dir, dist, checkpoint.keep_last)
@@ -133,6 +135,8 @@ class Trainer:
         self.optimizer_state, self.restart_step = state.get("optimizer_state"), state.get("restart_step")
         if self.ticket_search is not None:
             self.ticket_search.load_state_dict(state["detector"])
+            if state.get("draw_check"):
+                self.draw_check.load_state_dict(state["draw_check"])
         if (folder / "ticket.json").is_file():
             self.ticket = Ticket.from_dict(json.loads((folder / "ticket.json").read_text()))
         if self.stage == Stage.SLIM:
@@ -158,10 +162,14 @@ class Trainer:
         while self.step < self.end_step:
             stage = self.stage
             started = time.perf_counter()
+            data_step = self.step - (self.slim_start or 0)
             metrics = self._train_step()
             self.step += 1
             if stage == Stage.SEARCH:
                 metrics.update(self._search_check())
+            if self.draw_check is not None and self.draw_check.record(stage == Stage.SEARCH, data_step,
+                                                                      metrics["loss"]):
+                self.logger.print(f"step {self.step}: {self.draw_check.message()}")
             # Stage time is compute plus detector checks; the shrink is timed on its own.
             elapsed = time.perf_counter() - started - metrics.pop("shrink_s", 0.0)
             self.times[stage.value] = self.times.get(stage.value, 0.0) + elapsed
@@ -300,6 +308,7 @@ class Trainer:
         # Full fp32 weights on every rank: DeepSpeed's masters, gathered from the partitions under ZeRO-3.
         full = consolidated_copy(model)
         rewind = self.ticket_search.steps.weights == "rewind"
+        self.draw_check.drawn(self.step, rewind)
         if rewind:
             self.slim_start, self.end_step = self.step, self.step + self.ticket_search.steps.slim_steps
             self.logger.print(f"rewinding: the slim model trains {self.ticket_search.steps.slim_steps} steps from the "
@@ -338,7 +347,8 @@ class Trainer:
         state = {"step": self.step, "stage": self.stage.value, "times": self.times, "steps_in": self.steps_in,
                  "tokens": self.tokens, "end_step": self.end_step, "slim_start": self.slim_start,
                  "optimizer_state": self.optimizer_state, "restart_step": self.restart_step,
-                 "detector": self.ticket_search.state_dict() if self.ticket_search else None, "task": self.task}
+                 "detector": self.ticket_search.state_dict() if self.ticket_search else None, "task": self.task,
+                 "draw_check": self.draw_check.state_dict() if self.draw_check else None}
         files = {}
         if self.ticket is not None:
             files["ticket.json"] = self.ticket.to_dict()
@@ -351,6 +361,9 @@ class Trainer:
         if self.stage == Stage.SEARCH:  # the budget ended before the draw: save the plain model
             detach_coefficients(model)
         final = accounting(model, self.seq_len, self.mlm_fraction)
+        decided = self.draw_check is not None and self.draw_check.verdict is None and self.draw_check.decide()
+        if decided:  # the run ended before the compared steps were all in
+            self.logger.print(f"step {self.step}: {self.draw_check.message()}")
         summary = {
             "stage": self.stage.value, "steps": self.step, "tokens": self.tokens,
             "time_s": dict(self.times), "steps_in": dict(self.steps_in),
@@ -360,6 +373,7 @@ class Trainer:
             "drawn_by": self.ticket.metadata.get("drawn_by") if self.ticket else None,
             "weights": self.ticket_search.steps.weights if self.ticket_search else None,
             "optimizer_state_at_shrink": self.optimizer_state,
+            "draw_check": self.draw_check.verdict if self.draw_check else None,
             "optimizer": optimizer_name(self.engine),
             "deepspeed": {"given": self.train.deepspeed_config, "precision": precision(self.ds_config),
                           "device": self.engine.device.type, "file": str(self.ds_config_file)},
