@@ -49,8 +49,29 @@ def task_rows(comparison: dict) -> list[dict]:
                      "worst": min(r["value"] for r in group), "vs_full": row["mean"] - full,
                      "time_saved": row["time_saved"], "runs": len(group),
                      "collapse_warnings": sum(c["collapsed"] for c in checks),
-                     "draw_check_ratios": [round(c["ratio"], 3) for c in checks]})
+                     "draw_checks_judged": sum(c["judged"] for c in checks)})
     return rows
+
+
+def draw_details(folder: Path) -> dict | None:
+    """What a searched run looked like at its draw: steps passed, learning rate left, the coefficients' spread,
+    the draw check's losses; None for a run without a search."""
+    from safetensors.torch import load_file
+
+    summary = json.loads((folder / "summary.json").read_text())
+    step = summary.get("ticket_step")
+    if not step or not (folder / "search").is_dir():
+        return None
+    metrics = {r["step"]: r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())}
+    coefficients = load_file(str(folder / "search" / f"coefficients_step_{step:08d}.safetensors"))
+    spread = {}
+    for kind in ("heads", "ffn"):
+        values = [v for k, t in coefficients.items() if k.startswith(kind) for v in t.flatten().tolist()]
+        spread[kind] = {"min": min(values), "mean": statistics.mean(values), "max": max(values),
+                        "std": statistics.pstdev(values)}
+    return {"step": step, "of_steps": summary["steps"], "lr_at_draw": metrics[step]["lr"],
+            "coefficients": spread, "draw_check": summary.get("draw_check"),
+            "accuracy": summary["eval"]["accuracy"]}
 
 
 def overall(tables: dict[str, list[dict]]) -> list[dict]:
@@ -72,8 +93,27 @@ def overall(tables: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
-def markdown(tables: dict[str, list[dict]], totals: list[dict]) -> str:
-    """The per-task tables and the overall one."""
+def draw_table(draws: dict[str, dict]) -> list[str]:
+    """One line per searched run: where it drew, the learning rate left, losses either side, the draw check."""
+    lines = ["| task | run | draw step / steps | lr at draw | loss: first steps -> before the draw -> slim | "
+             "progress given back | head coefficients min-max | accuracy |", "|---|---|---|---|---|---|---|---|"]
+    for task, runs in draws.items():
+        for name, d in runs.items():
+            if d is None:
+                continue
+            check, heads = d["draw_check"], d["coefficients"]["heads"]
+            if check is None:
+                losses, back = "-", "-"
+            else:
+                losses = f"{check['start_loss']:.3f} -> {check['before_loss']:.3f} -> {check['slim_loss']:.3f}"
+                back = f"{check['given_back']:.0%}" if check["judged"] else "not judged"
+            lines.append(f"| {task} | {name} | {d['step']} / {d['of_steps']} | {d['lr_at_draw']:.2e} | {losses} | "
+                         f"{back} | {heads['min']:.3f}-{heads['max']:.3f} | {100 * d['accuracy']:.2f} |")
+    return lines
+
+
+def markdown(tables: dict[str, list[dict]], totals: list[dict], draws: dict[str, dict] | None = None) -> str:
+    """The per-task tables, the overall one and, given `draws`, one line per searched run's draw."""
     lines = ["| task | variant | mean | std | worst seed | vs full | time saved | collapse warnings |",
              "|---|---|---|---|---|---|---|---|"]
     for task, rows in tables.items():
@@ -88,6 +128,8 @@ def markdown(tables: dict[str, list[dict]], totals: list[dict]) -> str:
         lines.append(f"| {r['variant']} | {r['tasks']} | {100 * r['mean_vs_full']:+.2f} | "
                      f"{100 * r['worst_task_vs_full']:+.2f} | {100 * r['time_saved']:.1f}% | "
                      f"{', '.join(r['holds_on']) or '-'} |")
+    if draws:
+        lines += ["", *draw_table(draws)]
     return "\n".join(lines) + "\n"
 
 
@@ -107,18 +149,22 @@ def main() -> None:
         refuse(f"--model {args.model} is not a model folder (no config.json): give MiniLM-L6's folder")
     offline_environment()
     folders = build_tasks(Path(args.out) / "tasks", Path(args.shared))
-    tables = {}
+    tables, draws = {}, {}
     for task in args.tasks:
         if not args.report_only:
             subprocess.run(compare_command(task, folders[task], args), check=True)
         comparison = Path(args.out) / task / "comparison.json"
         if comparison.is_file():
             tables[task] = task_rows(json.loads(comparison.read_text()))
+            draws[task] = {f"{r['variant']}/seed{r['seed']}": draw_details(Path(args.out) / task / r["variant"] /
+                                                                             f"seed{r['seed']}")
+                           for r in json.loads(comparison.read_text())["runs"] if r["mode"] == "earlybert"}
     totals = overall(tables)
     write_json(Path(args.out) / "payoff.json", {"machine": machine_info(), "argv": sys.argv[1:],
-                                                 "tasks": tables, "overall": totals})
-    (Path(args.out) / "payoff.md").write_text(markdown(tables, totals))
-    print(markdown(tables, totals))
+                                                 "tasks": tables, "overall": totals, "draws": draws})
+    text = markdown(tables, totals, draws)
+    (Path(args.out) / "payoff.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def test_a_written_task_reads_back_in_the_glue_layout(tmp_path):
 def comparison(full, earlybert, random, saved=0.3, collapsed=(False, False)):
     runs = [{"variant": "full", "mode": "full", "value": v} for v in full]
     runs += [{"variant": "earlybert-h0.333-f0.4", "mode": "earlybert", "value": v,
-              "draw_check": {"ratio": 1.1 + c, "collapsed": c}} for v, c in zip(earlybert, collapsed)]
+              "draw_check": {"judged": True, "given_back": 0.2 + c, "collapsed": c}}
+             for v, c in zip(earlybert, collapsed)]
     runs += [{"variant": "random-h0.333-f0.4", "mode": "random", "value": v} for v in random]
 
     def row(name, mode, values, time_saved):

@@ -67,10 +67,10 @@ class SearchConfig:
     rewind_length: Annotated[float, Range(0, 10, open_low=True)] = 1.0
     """After a rewind, the slim stage's steps as a fraction of train.max_steps (1.0: as long as the full run)."""
     collapse_window: Annotated[int, Range(1)] = 10
-    """Steps of training loss compared on each side of the draw by the collapse check."""
-    collapse_ratio: Annotated[float, Range(0)] = 1.5
-    """Warn (log, summary.json) when the slim model's mean training loss over those steps is above this multiple
-    of the full model's before the draw; 0: never warn (the numbers are still reported)."""
+    """Steps of training loss averaged at each point the collapse check compares (see docs/finetuning.md)."""
+    collapse_limit: Annotated[float, Range(0)] = 0.5
+    """Warn (log, summary.json) when the slim model gives back more than this share of the training-loss progress
+    the full model had made before the draw; 0: never warn (the numbers are still reported)."""
     fold_coefficients: bool = True
     """When continuing, fold the learned coefficients into the following linears (same function)."""
     ticket: Annotated[str, PathKind("file")] = ""

@@ -71,7 +71,7 @@ class Trainer:
         self.seq_len, self.mlm_fraction, self.save_extras = seq_len, mlm_fraction, save_extras
         # None when nothing is searched (full baseline, a given ticket).
         self.ticket_search = TicketSearch(search, search_steps) if search_steps is not None else None
-        self.draw_check = DrawCheck(search.collapse_window, search.collapse_ratio) if self.ticket_search else None
+        self.draw_check = DrawCheck(search.collapse_window, search.collapse_limit) if self.ticket_search else None
         # The run ends at end_step; a rewind moves it to the draw step plus the slim stage's own length.
         self.end_step, self.slim_start = train.max_steps, None
         self.checkpointer = RunCheckpointer(self.run_dir, dist, checkpoint.keep_last)
@@ -165,11 +165,11 @@ class Trainer:
             data_step = self.step - (self.slim_start or 0)
             metrics = self._train_step()
             self.step += 1
-            if stage == Stage.SEARCH:
-                metrics.update(self._search_check())
             if self.draw_check is not None and self.draw_check.record(stage == Stage.SEARCH, data_step,
                                                                       metrics["loss"]):
                 self.logger.print(f"step {self.step}: {self.draw_check.message()}")
+            if stage == Stage.SEARCH:
+                metrics.update(self._search_check())
             # Stage time is compute plus detector checks; the shrink is timed on its own.
             elapsed = time.perf_counter() - started - metrics.pop("shrink_s", 0.0)
             self.times[stage.value] = self.times.get(stage.value, 0.0) + elapsed
