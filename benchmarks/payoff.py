@@ -37,20 +37,36 @@ def compare_command(task: str, data: Path, args: argparse.Namespace) -> list[str
             f"compare.weights={args.weights}"]
 
 
-def task_rows(comparison: dict) -> list[dict]:
-    """Per variant of one task: mean, std, worst seed, time saved, collapse warnings, draw-check ratios."""
+def task_rows(comparison: dict, draws: dict[str, dict | None] | None = None) -> list[dict]:
+    """Per variant of one task: mean, std, worst seed, time saved, collapse warnings and checks not judged
+    (each run's draw check from `draws`, keyed VARIANT/seedN, else from its summary)."""
     runs = comparison["runs"]
     full = statistics.mean(r["value"] for r in runs if r["mode"] == "full")
     rows = []
     for row in comparison["rows"]:
         group = [r for r in runs if r["variant"] == row["variant"]]
-        checks = [r.get("draw_check") for r in group if r.get("draw_check")]
+        found = [((draws or {}).get(f"{r['variant']}/seed{r['seed']}") or {}).get("draw_check", r.get("draw_check"))
+                 for r in group]
+        checks = [c for c in found if c]
         rows.append({"variant": row["variant"], "mode": row["mode"], "mean": row["mean"], "std": row["std"],
                      "worst": min(r["value"] for r in group), "vs_full": row["mean"] - full,
                      "time_saved": row["time_saved"], "runs": len(group),
-                     "collapse_warnings": sum(c["collapsed"] for c in checks),
-                     "draw_checks_judged": sum(c["judged"] for c in checks)})
+                     "collapse_warnings": sum(bool(c.get("collapsed")) for c in checks),
+                     "not_judged": sum(c.get("judged") is False for c in checks)})
     return rows
+
+
+def replayed_check(rows: list[dict], draw_step: int, rewind: bool) -> dict | None:
+    """The draw check replayed from a run's logged losses (runs logged before the check took its present form)."""
+    from earlybert.train.draw_check import DrawCheck
+
+    check = DrawCheck(window=10, limit=0.5)
+    for row in rows:
+        searching = row["stage"] == "search"
+        check.record(searching, row["step"] - 1 - (draw_step if rewind and not searching else 0), row["loss"])
+        if row["step"] == draw_step:
+            check.drawn(draw_step, rewind)
+    return check.decide()
 
 
 def draw_details(folder: Path) -> dict | None:
@@ -62,7 +78,11 @@ def draw_details(folder: Path) -> dict | None:
     step = summary.get("ticket_step")
     if not step or not (folder / "search").is_dir():
         return None
-    metrics = {r["step"]: r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())}
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    metrics = {r["step"]: r for r in rows}
+    check = summary.get("draw_check")
+    if check is None or "judged" not in check:
+        check = replayed_check(rows, step, summary["weights"] == "rewind")
     coefficients = load_file(str(folder / "search" / f"coefficients_step_{step:08d}.safetensors"))
     spread = {}
     for kind in ("heads", "ffn"):
@@ -70,7 +90,7 @@ def draw_details(folder: Path) -> dict | None:
         spread[kind] = {"min": min(values), "mean": statistics.mean(values), "max": max(values),
                         "std": statistics.pstdev(values)}
     return {"step": step, "of_steps": summary["steps"], "lr_at_draw": metrics[step]["lr"],
-            "coefficients": spread, "draw_check": summary.get("draw_check"),
+            "coefficients": spread, "draw_check": check,
             "accuracy": summary["eval"]["accuracy"]}
 
 
@@ -119,7 +139,8 @@ def markdown(tables: dict[str, list[dict]], totals: list[dict], draws: dict[str,
     for task, rows in tables.items():
         for r in rows:
             saved = "-" if r["mode"] == "full" else f"{100 * r['time_saved']:.1f}%"
-            warned = f"{r['collapse_warnings']}/{r['runs']}" if r["mode"] == "earlybert" else "-"
+            warned = "-" if r["mode"] != "earlybert" else f"{r['collapse_warnings']}/{r['runs']}" + (
+                f" ({r['not_judged']} not judged)" if r["not_judged"] else "")
             lines.append(f"| {task} | {r['variant']} | {100 * r['mean']:.2f} | {100 * r['std']:.2f} | "
                          f"{100 * r['worst']:.2f} | {100 * r['vs_full']:+.2f} | {saved} | {warned} |")
     lines += ["", "| variant | tasks | mean vs full | worst task vs full | mean time saved | holds on |",
@@ -155,10 +176,11 @@ def main() -> None:
             subprocess.run(compare_command(task, folders[task], args), check=True)
         comparison = Path(args.out) / task / "comparison.json"
         if comparison.is_file():
-            tables[task] = task_rows(json.loads(comparison.read_text()))
+            data = json.loads(comparison.read_text())
             draws[task] = {f"{r['variant']}/seed{r['seed']}": draw_details(Path(args.out) / task / r["variant"] /
                                                                              f"seed{r['seed']}")
-                           for r in json.loads(comparison.read_text())["runs"] if r["mode"] == "earlybert"}
+                           for r in data["runs"] if r["mode"] == "earlybert"}
+            tables[task] = task_rows(data, draws[task])
     totals = overall(tables)
     write_json(Path(args.out) / "payoff.json", {"machine": machine_info(), "argv": sys.argv[1:],
                                                  "tasks": tables, "overall": totals, "draws": draws})

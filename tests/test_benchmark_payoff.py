@@ -50,11 +50,11 @@ def test_a_written_task_reads_back_in_the_glue_layout(tmp_path):
 
 
 def comparison(full, earlybert, random, saved=0.3, collapsed=(False, False)):
-    runs = [{"variant": "full", "mode": "full", "value": v} for v in full]
-    runs += [{"variant": "earlybert-h0.333-f0.4", "mode": "earlybert", "value": v,
+    runs = [{"variant": "full", "mode": "full", "value": v, "seed": i} for i, v in enumerate(full)]
+    runs += [{"variant": "earlybert-h0.333-f0.4", "mode": "earlybert", "value": v, "seed": i,
               "draw_check": {"judged": True, "given_back": 0.2 + c, "collapsed": c}}
-             for v, c in zip(earlybert, collapsed)]
-    runs += [{"variant": "random-h0.333-f0.4", "mode": "random", "value": v} for v in random]
+             for i, (v, c) in enumerate(zip(earlybert, collapsed))]
+    runs += [{"variant": "random-h0.333-f0.4", "mode": "random", "value": v, "seed": i} for i, v in enumerate(random)]
 
     def row(name, mode, values, time_saved):
         return {"variant": name, "mode": mode, "mean": sum(values) / len(values), "std": 0.0,

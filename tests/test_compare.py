@@ -76,6 +76,22 @@ def test_time_saved_is_against_the_mean_full_run_and_sizes_are_means_per_variant
     assert (rows["random"]["params"], rows["random"]["flops_per_token"]) == (52, 520)
 
 
+def test_the_table_shows_the_worst_seed_and_counts_collapse_warnings():
+    from earlybert.recipes.compare import aggregate, markdown
+
+    def run(mode, value, judged=None, collapsed=False):
+        check = None if judged is None else {"judged": judged, "collapsed": collapsed}
+        return {"variant": mode, "mode": mode, "ratios": None, "metric": "accuracy", "value": value,
+                "train_time_s": 10.0, "params": 5, "flops_per_token": 50, "draw_check": check}
+
+    rows = aggregate([run("full", 0.9), run("full", 0.8), run("earlybert", 0.85, True),
+                      run("earlybert", 0.55, True, collapsed=True), run("earlybert", 0.65, False)])
+    table = markdown(rows).splitlines()
+    assert table[0].split(" | ")[4:5] == ["worst"] and table[0].endswith("collapse warnings |")
+    assert table[2].startswith("| full | 2 | 85.00 |") and "| 80.00 |" in table[2] and table[2].endswith("| - |")
+    assert "| 55.00 |" in table[3] and table[3].endswith("| 1/3 (1 not judged) |")
+
+
 def test_run_order_rotates_the_first_mode_and_keeps_random_after_its_learned_ticket():
     from earlybert.recipes.compare import CompareConfig, run_order, variants
 

@@ -192,7 +192,8 @@ def aggregate(runs: list[dict]) -> list[dict[str, Any]]:
                      "params": statistics.mean(r["params"] for r in group),
                      "flops_per_token": statistics.mean(r["flops_per_token"] for r in group),
                      "worst": min(r["value"] for r in group),
-                     "collapse_warnings": sum(bool((r.get("draw_check") or {}).get("collapsed")) for r in group)})
+                     "collapse_warnings": sum(bool((r.get("draw_check") or {}).get("collapsed")) for r in group),
+                     "not_judged": sum((r.get("draw_check") or {}).get("judged") is False for r in group)})
     return rows
 
 
@@ -203,7 +204,8 @@ def markdown(rows: list[dict]) -> str:
              "params | train FLOPs/token | collapse warnings |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         saved = "-" if r["time_saved"] is None or r["mode"] == "full" else f"{100 * r['time_saved']:.1f}%"
-        warned = "-" if r["mode"] != "earlybert" else f"{r['collapse_warnings']}/{r['runs']}"
+        warned = "-" if r["mode"] != "earlybert" else f"{r['collapse_warnings']}/{r['runs']}" + (
+            f" ({r['not_judged']} not judged)" if r.get("not_judged") else "")
         lines.append(f"| {r['variant']} | {r['runs']} | {100 * r['mean']:.2f} | {100 * r['std']:.2f} | "
                      f"{100 * r['worst']:.2f} | {r['train_time_s']:.1f} ± {r['train_time_std']:.1f} | {saved} | "
                      f"{r['params']:,.0f} | {r['flops_per_token']:,.0f} | {warned} |")
