@@ -56,19 +56,6 @@ def task_rows(comparison: dict, draws: dict[str, dict | None] | None = None) -> 
     return rows
 
 
-def replayed_check(rows: list[dict], draw_step: int, rewind: bool) -> dict | None:
-    """The draw check replayed from a run's logged losses (runs logged before the check took its present form)."""
-    from earlybert.train.draw_check import DrawCheck
-
-    check = DrawCheck(window=10, limit=0.5)
-    for row in rows:
-        searching = row["stage"] == "search"
-        check.record(searching, row["step"] - 1 - (draw_step if rewind and not searching else 0), row["loss"])
-        if row["step"] == draw_step:
-            check.drawn(draw_step, rewind)
-    return check.decide()
-
-
 def draw_details(folder: Path) -> dict | None:
     """What a searched run looked like at its draw: steps passed, learning rate left, the coefficients' spread,
     the draw check's losses; None for a run without a search."""
@@ -78,11 +65,7 @@ def draw_details(folder: Path) -> dict | None:
     step = summary.get("ticket_step")
     if not step or not (folder / "search").is_dir():
         return None
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    metrics = {r["step"]: r for r in rows}
-    check = summary.get("draw_check")
-    if check is None or "judged" not in check:
-        check = replayed_check(rows, step, summary["weights"] == "rewind")
+    metrics = {r["step"]: r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())}
     coefficients = load_file(str(folder / "search" / f"coefficients_step_{step:08d}.safetensors"))
     spread = {}
     for kind in ("heads", "ffn"):
@@ -90,7 +73,7 @@ def draw_details(folder: Path) -> dict | None:
         spread[kind] = {"min": min(values), "mean": statistics.mean(values), "max": max(values),
                         "std": statistics.pstdev(values)}
     return {"step": step, "of_steps": summary["steps"], "lr_at_draw": metrics[step]["lr"],
-            "coefficients": spread, "draw_check": check,
+            "coefficients": spread, "draw_check": summary.get("draw_check"),
             "accuracy": summary["eval"]["accuracy"]}
 
 
@@ -122,7 +105,7 @@ def draw_table(draws: dict[str, dict]) -> list[str]:
             if d is None:
                 continue
             check, heads = d["draw_check"], d["coefficients"]["heads"]
-            if check is None:
+            if not check or "judged" not in check:  # none, or a run older than the check's present form
                 losses, back = "-", "-"
             else:
                 losses = f"{check['start_loss']:.3f} -> {check['before_loss']:.3f} -> {check['slim_loss']:.3f}"
