@@ -60,6 +60,13 @@ def test_a_run_that_ends_early_compares_what_it_had_and_limit_zero_never_warns()
     assert "WARNING" not in check.message()
 
 
+def test_a_long_search_keeps_only_the_losses_it_compares():
+    check = DrawCheck(window=3, limit=0.5)
+    feed(check, [2.0] * 3 + [1.5] * 94 + [1.0] * 3, [1.2] * 3, rewind=False, draw=100)
+    assert sorted(check.search_losses) == [0, 1, 2, 97, 98, 99]
+    assert check.verdict["given_back"] == pytest.approx(0.2)  # (1.2 - 1.0) / (2.0 - 1.0)
+
+
 def test_the_state_resumes_exactly():
     first, second = DrawCheck(window=2, limit=0.5), DrawCheck(window=2, limit=0.5)
     feed(first, [2.0, 2.0, 1.0, 1.0], [1.5, 1.5], rewind=True, draw=4)

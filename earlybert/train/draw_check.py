@@ -34,8 +34,6 @@ class DrawCheck:
     def drawn(self, step: int, rewind: bool) -> None:
         """The ticket was drawn after `step` search steps."""
         self.draw_step, self.rewind = step, rewind
-        first, before = self.steps()[:2]
-        self.search_losses = {s: v for s, v in self.search_losses.items() if s in first or s in before}
 
     def steps(self) -> tuple[range, range, range]:
         """(the full model's first data steps, its last before the draw, the slim model's compared)."""
@@ -47,6 +45,8 @@ class DrawCheck:
         """Record one step's loss; the verdict when this step completes the comparison, else None."""
         if searching:
             self.search_losses[data_step] = loss
+            if data_step - self.window >= self.window:  # only the first `window` losses and the latest are needed
+                del self.search_losses[data_step - self.window]
             return None
         if self.draw_step is None or self.verdict is not None:
             return None
