@@ -152,7 +152,8 @@ def main() -> None:
     if not (Path(args.model) / "config.json").is_file():
         refuse(f"--model {args.model} is not a model folder (no config.json): give MiniLM-L6's folder")
     offline_environment()
-    folders = build_tasks(Path(args.out) / "tasks", Path(args.shared))
+    # Tabulating finished comparisons needs no task data (and no `npm pack`).
+    folders = {} if args.report_only else build_tasks(Path(args.out) / "tasks", Path(args.shared))
     tables, draws = {}, {}
     for task in args.tasks:
         if not args.report_only:
