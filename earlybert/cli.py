@@ -91,6 +91,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(scores))
 
 
+def _merge(args: argparse.Namespace) -> None:
+    from earlybert.recipes.merge import run_merge
+
+    record = run_merge(args.method, args.models, args.base, args.output, args.granularity, args.scale,
+                       args.overwrite)
+    print(f"wrote {len(args.models)} merged models ({record['method']}) to {args.output}/1 ... "
+          f"{args.output}/{len(args.models)}")
+
+
 def _report(args: argparse.Namespace) -> None:
     from earlybert.report.html import write_report
 
@@ -143,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="", help="GLUE task name")
     p.add_argument("--na-prob-file", default=None, help="SQuAD v2.0: question id -> no-answer score JSON")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("merge", help="merge models fine-tuned from one base (RankMean, average, task arithmetic); "
+                       "each output model keeps its own task head")
+    p.add_argument("models", nargs="*", help="two or more fine-tuned model folders")
+    p.add_argument("--base", required=True, help="the folder they were all fine-tuned from (e.g. the slim model)")
+    p.add_argument("--method", default="rankmean", help="rankmean (default), average or task_arithmetic")
+    p.add_argument("--granularity", default="layer", help="RankMean's module: layer (one layer's block) or tensor")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="task_arithmetic: base + scale x the sum of the task vectors (default 1.0)")
+    p.add_argument("--output", required=True, help="folder for 1/, 2/, ... (one per model, in order) and merge.json")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=_merge)
 
     p = sub.add_parser("report", help="write report.html and PNGs for a run folder")
     p.add_argument("run_dir", help="output_dir of a pretraining or fine-tuning run")

@@ -1,0 +1,1 @@
+"""Merging models fine-tuned from one base (RankMean and its baselines)."""
