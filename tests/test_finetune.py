@@ -211,3 +211,24 @@ def test_the_shipped_glue_config_draws_early_on_2000_examples(tiny_bert, tmp_pat
     assert summary["ticket_step"] <= 0.15 * run_steps and summary["stage"] == "slim"
     assert summary["steps"] == summary["ticket_step"] + run_steps
     assert sum(summary["slim"]["layer_heads"]) < sum(summary["full"]["layer_heads"])
+
+
+def test_eval_only_scores_a_fine_tuned_model_as_it_is_and_refuses_a_model_without_its_head(tiny_bert, tmp_path,
+                                                                                          capsys):
+    data_dir = make_glue_task("sst2", tmp_path / "sst2")
+    trained = run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "full", tmp_path / "run", capsys)
+    again = run_mode(GLUE_YAML, tmp_path / "run" / "model", "sst2", data_dir, "slim", tmp_path / "eval", capsys,
+                     "eval_only=true")
+    assert again["eval"] == trained["eval"] and "steps" not in again
+    assert (tmp_path / "eval" / "dev_predictions.tsv").read_text() == (tmp_path / "run" / "dev_predictions.tsv"
+                                                                        ).read_text()
+    mnli = make_glue_task("mnli", tmp_path / "mnli")
+    for model, task, data, mode, message in [
+            (tiny_bert, "sst2", data_dir, "slim", "needs a fine-tuned model with its task head"),
+            (tmp_path / "run" / "model", "mnli", mnli, "slim", "has a 2-label head, the task 3 labels"),
+            (tmp_path / "run" / "model", "sst2", data_dir, "earlybert", "use mode=slim, not mode=earlybert")]:
+        code = finetune_main(["glue", "--config", GLUE_YAML, f"task={task}", f"model={model}", f"data_dir={data}",
+                              f"mode={mode}", f"output_dir={tmp_path / 'refused'}", "eval_only=true"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+        assert not (tmp_path / "refused").exists()

@@ -70,6 +70,9 @@ class FinetuneConfig:
     random_like: Annotated[str, PathKind("file")] = ""
     """mode=random: a learned ticket.json of the same model whose heads per layer and total FFN width the random
     ticket keeps (`earlybert compare` passes the earlybert run's of the same seed); empty: the search ratios."""
+    eval_only: bool = False
+    """mode=slim: score `model` on dev as it is, without training (a merged or already fine-tuned model; its task
+    head must fit the task)."""
     baseline_dir: Annotated[str, PathKind("folder")] = ""
     """A full-mode run folder of the same task: summary.json reports the training time saved against it."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -144,6 +147,42 @@ def load_inputs(cfg: FinetuneConfig):
     return tokenizer, kind, data, features, model, objective, steps
 
 
+def check_task_head(folder: str, kind: str, num_labels: int) -> None:
+    """Refuse to evaluate a model folder without a trained head for the task (or with one of another size)."""
+    raw = json.loads((Path(folder) / "config.json").read_text())
+    arch = (raw.get("architectures") or [""])[0]
+    suffix = "ForQuestionAnswering" if kind == "squad" else "ForSequenceClassification"
+    if not arch.endswith(suffix):
+        raise EarlyBertError(f"eval_only=true needs a fine-tuned model with its task head; {folder} holds a "
+                             f"{arch or 'model without architectures'}: fine-tune it first")
+    found = len(raw.get("id2label") or {}) or raw.get("num_labels", 2)
+    if kind == "glue" and found != num_labels:
+        raise EarlyBertError(f"{folder} has a {found}-label head, the task {num_labels} labels: evaluate it on the "
+                             "task it was fine-tuned for")
+
+
+def evaluate_only(cfg: FinetuneConfig) -> dict:
+    """Score `model` on dev as it is: eval_results.json, predictions and summary.json in output_dir."""
+    from earlybert.data.corpus import load_tokenizer
+    from earlybert.tasks.evaluation import evaluate_run
+    from earlybert.train.run_checkpoint import check_run_dir, start_run_dir, write_summary
+
+    check_config(cfg)
+    if cfg.mode != "slim":
+        raise EarlyBertError(f"eval_only=true evaluates the model as it is: use mode=slim, not mode={cfg.mode}")
+    if not cfg.model:
+        raise EarlyBertError("no model given: set model=FOLDER (a fine-tuned model with its tokenizer)")
+    run_dir = Path(cfg.output_dir)
+    check_run_dir(run_dir, "", cfg.overwrite)
+    tokenizer = load_tokenizer(cfg.model)
+    kind, data, _ = load_task_data(cfg, tokenizer)
+    check_task_head(cfg.model, kind, 0 if kind == "squad" else data.task.num_labels)
+    start_run_dir(run_dir, cfg, cfg.overwrite, None, True)
+    summary = evaluate_run(cfg, kind, data, tokenizer, run_dir, {"time_s": {}}, model_dir=Path(cfg.model))
+    write_summary(run_dir, summary)
+    return summary
+
+
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune, evaluate on dev, write predictions and summary; returns the summary."""
     from earlybert.data.batches import ExampleBatches
@@ -155,6 +194,8 @@ def run(cfg: FinetuneConfig) -> dict:
     from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
     from earlybert.train.trainer import Trainer
 
+    if cfg.eval_only:
+        return evaluate_only(cfg)
     check_config(cfg)
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)

@@ -57,12 +57,13 @@ def _write_predictions(path: Path, task, examples, preds, exact: bool = False) -
             writer.writerow([example.index, value])
 
 
-def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict) -> dict:
-    """Score the trained model on dev, write eval_results.json and predictions; return the summary with them."""
+def evaluate_run(cfg, kind: str, data, tokenizer, run_dir: Path, summary: dict, model_dir: Path | None = None) -> dict:
+    """Score the trained model (run_dir/model, or `model_dir`) on dev, write eval_results.json and predictions;
+    return the summary with them."""
     from earlybert.models.checkpoint import load_model
     from earlybert.tasks import squad
 
-    model = load_model(run_dir / "model")
+    model = load_model(model_dir or run_dir / "model")
     results: dict[str, float] = {}
     if kind == "glue":
         task = data.task
