@@ -134,3 +134,36 @@ def test_bad_merge_input_is_one_line_exit_2_and_writes_nothing(family, tmp_path,
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "merged").exists()
     assert load_model(family["a"]).config.num_labels == 3  # the inputs are untouched
+
+
+def test_one_ticket_many_tasks_workflow_draw_shrink_finetune_merge_evaluate(tmp_path, capsys):
+    from earlybert.recipes.finetune import main as finetune_main
+    from tests.conftest import REPO
+    from tests.task_fixtures import make_glue_task
+
+    glue = str(REPO / "configs/finetune/glue.yaml")
+    fast = ["epochs=2", "train.micro_batch_size=8", "train.lr=1e-3", "search.check_every=1",
+            "search.max_search_steps=2", "search.window=2", "log.progress_bar=false"]
+    tiny = make_tiny_bert(tmp_path / "tiny")
+    tasks = {"sst2": make_glue_task("sst2", tmp_path / "sst2"), "rte": make_glue_task("rte", tmp_path / "rte")}
+
+    def finetune(task, model, out, *extra):
+        code = finetune_main(["glue", "--config", glue, f"task={task}", f"model={model}",
+                              f"data_dir={tasks[task]}", f"output_dir={out}", *fast, *extra])
+        assert code == 0, capsys.readouterr().err[-2000:]
+        return json.loads((out / "summary.json").read_text())
+
+    finetune("sst2", tiny, tmp_path / "search", "mode=earlybert")  # the ticket, drawn once
+    assert main(["shrink", "--model", str(tiny), "--ticket", str(tmp_path / "search" / "ticket.json"), "--output",
+                 str(tmp_path / "slim")]) == 0
+    for task in tasks:
+        finetune(task, tmp_path / "slim", tmp_path / "runs" / task, "mode=slim")
+    models = [str(tmp_path / "runs" / task / "model") for task in tasks]
+    assert main(["merge", "--base", str(tmp_path / "slim"), *models, "--output", str(tmp_path / "merged")]) == 0
+    for i, task in enumerate(tasks, start=1):
+        summary = finetune(task, tmp_path / "merged" / str(i), tmp_path / "eval" / task, "mode=slim", "eval_only=true")
+        assert 0.0 <= summary["eval"]["accuracy"] <= 1.0
+        assert (tmp_path / "eval" / task / "dev_predictions.tsv").is_file()
+    (one,), (two,) = bodies(tmp_path / "merged" / "1"), bodies(tmp_path / "merged" / "2")
+    assert all(torch.equal(one[k], two[k]) for k in one) and load_model(tmp_path / "merged" / "1").num_parameters() \
+        < load_model(tiny).num_parameters()
