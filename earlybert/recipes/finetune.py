@@ -6,18 +6,19 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated
 
 import torch
 
 from earlybert.config import Choice, PathKind, Range, check_config, config_from_cli, to_dict
+from earlybert.dsee.config import DseeConfig
 from earlybert.errors import EarlyBertError
 from earlybert.tasks.glue import TASKS
 from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
-MODES = ("full", "earlybert", "random", "slim")
+MODES = ("full", "earlybert", "random", "slim", "dsee")
 TASK_NAMES = (*TASKS, "custom", "squad", "squad_v2")
 
 
@@ -32,7 +33,8 @@ class FinetuneConfig:
     data_dir: Annotated[str, PathKind("folder")] = ""
     """Local folder in the official layout (GLUE TSVs, SQuAD JSON); empty: the Hugging Face Hub."""
     mode: Annotated[str, Choice(MODES)] = "full"
-    """full (baseline), earlybert (search, draw, shrink, train slim), random (random ticket), slim (as is)."""
+    """full (baseline), earlybert (search, draw, shrink, train slim), random (random ticket), slim (as is), dsee
+    (sparse plus low-rank updates, then a pruning step: see `dsee`)."""
     output_dir: str = "runs/finetune"
     """Run folder: eval_results.json, predictions, summary.json, the fine-tuned model in model/."""
     overwrite: bool = False
@@ -77,6 +79,7 @@ class FinetuneConfig:
     """A full-mode run folder of the same task: summary.json reports the training time saved against it."""
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    dsee: DseeConfig = field(default_factory=DseeConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -183,19 +186,37 @@ def evaluate_only(cfg: FinetuneConfig) -> dict:
     return summary
 
 
+def fit(cfg: FinetuneConfig, model, objective, features, steps, run_dir: Path, resume_from: Path | None, dist,
+        tokenizer, max_steps: int | None = None) -> dict:
+    """Train `model` on `features` in `run_dir` (its checkpoints, metrics and model/); returns the trainer's summary."""
+    from earlybert.data.batches import ExampleBatches
+    from earlybert.train.trainer import Trainer
+
+    t = cfg.train if max_steps is None else replace(cfg.train, max_steps=max_steps)
+    batches = ExampleBatches(features, t.micro_batch_size, t.grad_accum, dist.rank, dist.world_size, cfg.seed,
+                             cfg.dynamic_padding, cfg.group_by_length)
+    trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=t, search=cfg.search,
+                      search_steps=steps, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
+                      seq_len=cfg.max_seq_len, save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
+                      config_dict=to_dict(cfg), resume_from=resume_from)
+    return trainer.fit()
+
+
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune, evaluate on dev, write predictions and summary; returns the summary."""
-    from earlybert.data.batches import ExampleBatches
     from earlybert.tasks.evaluation import evaluate_run
     from earlybert.ticket.masks import random_ticket
     from earlybert.ticket.ticket import Ticket
     from earlybert.train.distributed import SharedFailures, barrier, setup_distributed
     from earlybert.train.engine import deepspeed_config
     from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
-    from earlybert.train.trainer import Trainer
 
     if cfg.eval_only:
         return evaluate_only(cfg)
+    if cfg.mode == "dsee":
+        from earlybert.recipes.dsee import run_dsee
+
+        return run_dsee(cfg)
     check_config(cfg)
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)
@@ -211,14 +232,7 @@ def run(cfg: FinetuneConfig) -> dict:
                 random_ticket(model, cfg.search.spec(), seed=cfg.seed, like=like).save(run_dir / "ticket.json")
             cfg.search.ticket = str(run_dir / "ticket.json")
         barrier()
-        t = cfg.train
-        batches = ExampleBatches(features, t.micro_batch_size, t.grad_accum, dist.rank, dist.world_size, cfg.seed,
-                                 cfg.dynamic_padding, cfg.group_by_length)
-        trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=t, search=cfg.search,
-                          search_steps=steps, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
-                          seq_len=cfg.max_seq_len, save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
-                          config_dict=to_dict(cfg), resume_from=resume_from)
-        summary = trainer.fit()
+        summary = fit(cfg, model, objective, features, steps, run_dir, resume_from, dist, tokenizer)
         if dist.is_main:
             summary = evaluate_run(cfg, kind, data, tokenizer, run_dir, summary)
             write_summary(run_dir, summary)
@@ -236,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             raise EarlyBertError(f"task={cfg.task!r} is not a SQuAD task: use task=squad or task=squad_v2")
         if kind == "glue" and cfg.task in ("squad", "squad_v2"):
             raise EarlyBertError(f"task={cfg.task} belongs to `earlybert finetune squad`: run that command instead")
+        if not (cfg.log.progress_bar and sys.stderr.isatty()):  # as the trainer's own bar: none in logs
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         summary = run(cfg)
     except EarlyBertError as e:
         print(f"earlybert finetune: error: {e}", file=sys.stderr)

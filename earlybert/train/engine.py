@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from earlybert.config import packaged_path
+from earlybert.dsee.update import attach_updates, update_shapes
 from earlybert.errors import EarlyBertError
 from earlybert.ticket.coefficients import attach_coefficients, has_coefficients, is_coefficient_name
 from earlybert.ticket.shrink import PrunePlan, apply_plan, transfer_adam_state
@@ -318,6 +319,7 @@ def consolidated_copy(model: nn.Module) -> nn.Module:
         copy = type(model)(model.config)
         if has_coefficients(model):
             attach_coefficients(copy)
+        attach_updates(copy, update_shapes(model))  # DSEE's updates, where the model carries them
     copy = copy.to_empty(device="cpu")
     # Tie first (the MLM decoder shares the word embeddings again), then load: tied names appear once in
     # named_parameters(), and XLM-R ties in the other direction, which would copy an unfilled tensor over.

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_file, save_model
 
+from earlybert.dsee.update import merge_updates
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter, layer_sizes
 from earlybert.models.checkpoint import write_dir_atomically
@@ -360,6 +361,7 @@ class Trainer:
         model = consolidated_copy(self.model)  # fp32 masters, whole under ZeRO-3 (collective)
         if self.stage == Stage.SEARCH:  # the budget ended before the draw: save the plain model
             detach_coefficients(model)
+        merge_updates(model)  # DSEE's updates folded into plain weights: the saved model needs no adapter
         final = accounting(model, self.seq_len, self.mlm_fraction)
         decided = self.draw_check is not None and self.draw_check.verdict is None and self.draw_check.decide()
         if decided:  # the run ended before the compared steps were all in

@@ -1,0 +1,73 @@
+"""DSEE's pruning step after fine-tuning: heads scored by their update (structured), or the merged weights'
+magnitude (unstructured)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from earlybert.errors import EarlyBertError
+from earlybert.models.adapters import get_adapter, head_size
+from earlybert.ticket.masks import head_masks
+from earlybert.ticket.ticket import Ticket
+
+HEAD_SCORES = ("update", "merged")
+
+
+def head_scores(model: nn.Module, pretrained: nn.Module, targets: list[str], score: str = "update"
+                ) -> list[torch.Tensor]:
+    """Per layer, one score per head: the L1 norm of its rows' update W - W_pretrained in the targeted head
+    projections (full names in `targets`; `update`), or of the merged weights W there (`merged`)."""
+    if score not in HEAD_SCORES:
+        raise EarlyBertError(f"unknown head score {score!r}: use one of {', '.join(HEAD_SCORES)}")
+    adapter, d = get_adapter(model), head_size(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    before = dict(pretrained.named_modules())
+    scores = []
+    for layer in adapter.layer_parts(model):
+        total = None
+        for linear, groups in layer.head_linears:
+            name = names[id(linear)]
+            if name not in targets:
+                continue
+            weight = linear.weight.detach().float()
+            if score == "update":
+                weight = weight - before[name].weight.detach().float()
+            per_head = weight.view(groups, -1, d, weight.shape[1]).abs().sum(dim=(0, 2, 3))
+            total = per_head if total is None else total + per_head
+        if total is None:
+            raise EarlyBertError("dsee.prune=structured scores heads by the update of their projections: include a "
+                                 "query, key or value projection in dsee.targets")
+        scores.append(total)
+    return scores
+
+
+def structured_ticket(model: nn.Module, pretrained: nn.Module, targets: list[str], heads_ratio: float,
+                      score: str = "update") -> Ticket:
+    """A ticket pruning the lowest-scoring `heads_ratio` of the heads in every layer and no FFN neuron."""
+    scores = head_scores(model, pretrained, targets, score)
+    widths = [p.ffn_out.in_features for p in get_adapter(model).layer_parts(model)]
+    return Ticket.from_masks(model.config.model_type, head_masks(scores, heads_ratio),
+                             [torch.ones(w, dtype=torch.int64) for w in widths], method="dsee", head_score=score,
+                             heads_ratio=heads_ratio)
+
+
+def magnitude_masks(model: nn.Module, targets: list[str], sparsity: float) -> dict[str, torch.Tensor]:
+    """Per targeted linear (full names), a 0/1 mask zeroing its `sparsity` smallest |W| (unstructured)."""
+    if not 0 < sparsity < 1:
+        raise EarlyBertError(f"dsee.sparsity={sparsity} is not in (0, 1): give the share of weights to zero, e.g. 0.5")
+    masks = {}
+    for name in targets:
+        weight = model.get_submodule(name).weight.detach()
+        mask = torch.ones(weight.numel(), dtype=weight.dtype)
+        mask[weight.abs().flatten().argsort()[:int(sparsity * weight.numel())]] = 0
+        masks[name] = mask.view_as(weight)
+    return masks
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Zero the masked weights in place."""
+    with torch.no_grad():
+        for name, mask in masks.items():
+            weight = model.get_submodule(name).weight
+            weight.mul_(mask.to(weight))
