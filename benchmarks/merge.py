@@ -2,11 +2,13 @@
 
     python -m benchmarks.merge --model MINILM_DIR [--out runs/merge] [--seeds 1 2 3] [--shared ../shared/data]
 
-The ticket comes from an `earlybert finetune mode=earlybert` run on the first task (seed 1, configs/finetune/glue.yaml);
-`earlybert shrink` applies it to the pretrained model; each task fine-tunes that slim model (mode=slim, every seed);
-per seed, `earlybert merge` merges the tasks' models with each method and `finetune ... eval_only=true` scores each
-merged model on its own task with its own head. Finished steps are skipped. OUT/merge.json and OUT/merge.md hold
-the table (dev accuracy per task and their mean, mean and std over seeds).
+The tasks are bbc-topic and spam-subjects from ../shared/data, cut to at most 2,000 train / 500 dev examples as in
+the payoff benchmark. The ticket comes from an `earlybert finetune mode=earlybert` run on the first task (seed 1,
+configs/finetune/glue.yaml); `earlybert shrink` applies it to the pretrained model; each task fine-tunes that slim
+model (mode=slim, every seed); per seed, `earlybert merge` merges the tasks' models with each method and
+`finetune ... eval_only=true` scores each merged model on its own task with its own head. Finished steps are
+skipped. OUT/merge.json and OUT/merge.md hold the table (dev accuracy per task and their mean, mean and std over
+seeds).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import offline_environment, refuse, write_json
+from benchmarks.payoff_tasks import build_shared_tasks
 from earlybert.report.machine import machine_info
 
 TASKS = ("bbc-topic", "spam-subjects")
@@ -55,7 +58,7 @@ def slim_base(args: argparse.Namespace, data: dict[str, Path]) -> Path:
 def run(args: argparse.Namespace) -> dict:
     """Every run of the workflow; returns dev accuracy per method, seed and task."""
     out = Path(args.out)
-    data = {task: Path(args.shared) / task for task in TASKS}
+    data = build_shared_tasks(out / "tasks", Path(args.shared))
     slim = slim_base(args, data)
     scores: dict[str, dict[str, dict[str, float]]] = {"single": {}, **{m: {} for m in METHODS}}
     for seed in args.seeds:
@@ -106,9 +109,6 @@ def main() -> None:
     parser.add_argument("--shared", default="../shared/data", help="folder holding bbc-topic and spam-subjects")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     args = parser.parse_args()
-    for task in TASKS:
-        if not (Path(args.shared) / task / "train.tsv").is_file():
-            refuse(f"{args.shared}/{task}/train.tsv is missing: give --shared the folder holding {', '.join(TASKS)}")
     if not (Path(args.model) / "config.json").is_file():
         refuse(f"--model {args.model} is not a model folder (no config.json)")
     offline_environment()

