@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "earlybert"
 # Lower layers never import higher ones; a module may import its own package.
-LAYERS = ["errors", "config", "models", "ticket", "data", "tasks", "train", "report",
+LAYERS = ["errors", "config", "models", "ticket", "dsee", "merging", "data", "tasks", "train", "report",
           "integrations", "recipes", "cli"]
 
 
@@ -48,7 +48,8 @@ def test_imports_flow_one_way(path):
 
 
 def test_the_method_imports_no_deepspeed():
-    code = ("import sys, earlybert.ticket.search, earlybert.ticket.shrink, earlybert.ticket.draw; "
+    code = ("import sys, earlybert.ticket.search, earlybert.ticket.shrink, earlybert.ticket.draw, "
+            "earlybert.dsee.config, earlybert.merging.methods; "
             "assert 'deepspeed' not in sys.modules, 'deepspeed was imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
