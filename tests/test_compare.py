@@ -36,21 +36,21 @@ def test_two_modes_two_seeds_write_the_table_plot_and_report(task, tmp_path, cap
 
     out = tmp_path / "cmp"
     assert compare_main(args(task, out, "compare.modes=[full,earlybert]", "compare.seeds=[3,4]",
-                             "compare.weights=[rewind,continue]")) == 0
+                             "compare.weights=[continue,rewind]")) == 0
     data = json.loads((out / "comparison.json").read_text())
-    order = ["full", "earlybert", "earlybert-continue"]  # rewind is glue.yaml's own: the plain name
+    order = ["full", "earlybert", "earlybert-rewind"]  # continue is glue.yaml's own: the plain name
     # The second seed starts one place further on: full does not always run first.
     assert [(r["variant"], r["seed"]) for r in data["runs"]] == [
-        ("full", 3), ("earlybert", 3), ("earlybert-continue", 3),
-        ("earlybert", 4), ("earlybert-continue", 4), ("full", 4)]
+        ("full", 3), ("earlybert", 3), ("earlybert-rewind", 3),
+        ("earlybert", 4), ("earlybert-rewind", 4), ("full", 4)]
     assert "compare: warm-up (10 untimed steps)" in capsys.readouterr().out
     assert not (out / "warmup").exists()
     rows = {r["variant"]: r for r in data["rows"]}
     assert list(rows) == order and all(r["runs"] == 2 for r in rows.values())
     runs = {(r["variant"], r["seed"]): r for r in data["runs"]}
     # 32 examples, batch 8, 2 epochs: 8 steps; the search draws at step 2; a rewound slim stage adds 8 steps.
-    assert [runs[(v, 3)]["steps"] for v in order] == [8, 10, 8]
-    assert [runs[(v, 3)]["weights"] for v in order] == [None, "rewind", "continue"]
+    assert [runs[(v, 3)]["steps"] for v in order] == [8, 8, 10]
+    assert [runs[(v, 3)]["weights"] for v in order] == [None, "continue", "rewind"]
     assert rows["earlybert"]["params"] < rows["full"]["params"]
     for run in data["runs"]:  # each run folder is a real fine-tuning run with its own seed
         summary = json.loads((out / run["variant"] / f"seed{run['seed']}" / "summary.json").read_text())
@@ -59,7 +59,7 @@ def test_two_modes_two_seeds_write_the_table_plot_and_report(task, tmp_path, cap
     assert table[0].startswith("| variant | runs | accuracy mean") and len(table) == 5
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     html = write_report(out).read_text()
-    assert "comparison.png" in html and "earlybert-continue" in html and "time saved" in html
+    assert "comparison.png" in html and "earlybert-rewind" in html and "time saved" in html
 
 
 def test_time_saved_is_against_the_mean_full_run_and_sizes_are_means_per_variant():

@@ -63,12 +63,12 @@ def test_glue_task_runs_in_every_mode(task, mode, tiny_bert, slim_bert, tmp_path
 
         scored = evaluate_glue_files(task, str(data_dir), str(tmp_path / "out" / "dev_predictions.tsv"))
         assert scored == pytest.approx(results)
-    # A rewound slim stage trains as long as the full run (4 steps) after the 2 search steps.
-    assert summary["steps"] == (6 if mode == "earlybert" else 4) and summary["mode"] == mode
+    # glue.yaml continues from the draw: the 2 search steps and the slim stage make the full run's 4 steps.
+    assert summary["steps"] == 4 and summary["mode"] == mode
     if mode == "earlybert":
         assert summary["stage"] == "slim" and summary["ticket_step"] == 2
         ticket = json.loads((tmp_path / "out" / "ticket.json").read_text())
-        assert ticket["step"] == 2 and ticket["weights"] == "rewind" and ticket["drawn_by"] in ("fired", "limit")
+        assert ticket["step"] == 2 and ticket["weights"] == "continue" and ticket["drawn_by"] in ("fired", "limit")
         assert ticket["fired"] == (ticket["drawn_by"] == "fired")
     if mode == "random":
         assert summary["stage"] == "slim" and summary["slim"]["layer_heads"] == [3, 3]
@@ -136,7 +136,7 @@ def test_rewind_starts_the_slim_stage_at_warm_up_with_a_fresh_optimizer(tiny_ber
     data_dir = make_glue_task("sst2", tmp_path / "sst2", n_train=64)
     out = tmp_path / "out"
     summary = run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "earlybert", out, capsys, "search.draw_at=3",
-                       "train.warmup_steps=4", "epochs=1", "checkpoint.every=1000")
+                       "search.weights=rewind", "train.warmup_steps=4", "epochs=1", "checkpoint.every=1000")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     slim = [r for r in rows if r["stage"] == "slim"]
     # The run is 8 steps (64 examples, batch 8); the slim stage gets its own 8 steps after the draw at 3.
@@ -161,7 +161,8 @@ def test_rewind_restores_the_initial_weights_and_head_and_restarts_the_data(tiny
     header, *rows = (data_dir / "train.tsv").read_text().splitlines()
     longer = [row.replace("\t", " more" * (i % 7) + "\t", 1) for i, row in enumerate(rows)]  # batches differ in length
     (data_dir / "train.tsv").write_text("\n".join([header, *longer]) + "\n")
-    common = ("search.draw_at=3", "epochs=1", "checkpoint.every=1000", "checkpoint.keep_last=10", "seed=5")
+    common = ("search.draw_at=3", "search.weights=rewind", "epochs=1", "checkpoint.every=1000",
+              "checkpoint.keep_last=10", "seed=5")
     run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "earlybert", tmp_path / "eb", capsys, *common)
     run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "full", tmp_path / "full", capsys, *common)
     # The checkpoint written at the draw holds the slim model before its first step: the pretrained encoder and

@@ -24,18 +24,21 @@ TASK_SUFFIXES = {
     "masked_lm": "ForMaskedLM",
     "sequence_classification": "ForSequenceClassification",
     "question_answering": "ForQuestionAnswering",
+    "causal_lm": "ForCausalLM",  # decoder families only
 }
 TASKS = tuple(TASK_SUFFIXES)
 
 
 @dataclass(frozen=True)
 class LayerParts:
-    """The linears of one encoder layer that slimming touches."""
+    """The linears of one layer that slimming touches."""
 
     head_linears: list[tuple[nn.Linear, int]]  # (linear, groups): output rows grouped [groups, heads, head_size]
     attention_output: nn.Linear  # input columns are grouped by head
     ffn_in: tuple[nn.Linear, int]  # output rows grouped [groups, neurons]
     ffn_out: nn.Linear  # input columns are FFN neurons
+    ffn_gate: nn.Linear | None = None  # SwiGLU's gate: one output row per neuron
+    kv_linears: tuple[nn.Linear, ...] = ()  # grouped-query key and value projections: rows [kv_heads, head_size]
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Adapter:
     pretraining_task: str = ""  # what `<prefix>ForPreTraining` is: "pretraining" (BERT) or "discriminator"
     token_types: bool = True  # whether the model takes token_type_ids
     position_offset: int = 0  # position ids start after the padding index (RoBERTa-style: 2)
+    decoder: bool = False  # a causal LM family: KV heads of their own, a ForCausalLM class
 
     @property
     def layout(self) -> Layout:
@@ -66,6 +70,8 @@ class Adapter:
 
     def _classes(self, namespace) -> dict[str, type]:
         suffixes = dict(TASK_SUFFIXES, **({self.pretraining_task: "ForPreTraining"} if self.pretraining_task else {}))
+        if not self.decoder:
+            suffixes.pop("causal_lm")
         found = {task: getattr(namespace, self.prefix + suffix, None) for task, suffix in suffixes.items()}
         return {task: cls for task, cls in found.items() if cls is not None}
 
@@ -80,14 +86,16 @@ class Adapter:
         return {task: getattr(modeling, "Slim" + cls.__name__) for task, cls in self.hf_classes.items()}
 
     def layer_parts(self, model: nn.Module) -> list[LayerParts]:
-        """The slimmable linears of every encoder layer of `model`."""
+        """The slimmable linears of every layer of `model`."""
         layout = self.layout
         parts = []
         for layer in model.base_model.get_submodule(layout.layers):
             heads = [(layer.get_submodule(p), g) for p, g in layout.head_linears if has_submodule(layer, p)]
             parts.append(LayerParts(heads, layer.get_submodule(layout.attention_output),
                                     (layer.get_submodule(layout.ffn_in[0]), layout.ffn_in[1]),
-                                    layer.get_submodule(layout.ffn_out)))
+                                    layer.get_submodule(layout.ffn_out),
+                                    layer.get_submodule(layout.ffn_gate) if layout.ffn_gate else None,
+                                    tuple(layer.get_submodule(p) for p in layout.kv_linears)))
         return parts
 
     def task_of(self, model: nn.Module) -> str:
@@ -166,6 +174,9 @@ for _adapter in (
             mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")),
     Adapter("deberta-v2", "DebertaV2", mlm_head=("cls.predictions",)),
     Adapter("modernbert", "ModernBert", mlm_head=("head", "decoder"), token_types=False),
+    Adapter("llama", "Llama", token_types=False, decoder=True),
+    Adapter("qwen2", "Qwen2", token_types=False, decoder=True),
+    Adapter("qwen3", "Qwen3", token_types=False, decoder=True),
 ):
     register_adapter(_adapter)
 
@@ -206,6 +217,24 @@ def model_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str,
 def head_size(model: nn.Module) -> int:
     """Width of one attention head."""
     return head_size_of(model.config)
+
+
+def kv_head_counts(model: nn.Module) -> list[int]:
+    """KV heads per layer of a grouped-query decoder, read off its key projections (empty for other families)."""
+    d = head_size(model)
+    return [p.kv_linears[0].out_features // d for p in get_adapter(model).layer_parts(model) if p.kv_linears]
+
+
+def kept_kv_heads(head_row: list[int], kv_heads: int, layer: int = 0) -> torch.Tensor:
+    """The KV heads a grouped-query layer keeps: those serving a kept query head. Every kept group must keep the
+    same number of query heads (attention repeats each KV head that many times)."""
+    size = len(head_row) // kv_heads
+    counts = [sum(head_row[k * size:(k + 1) * size]) for k in range(kv_heads)]
+    if len({c for c in counts if c}) > 1:
+        raise EarlyBertError(f"the ticket keeps {counts} query heads in the KV groups of layer {layer}: grouped-query "
+                             "attention needs the same number in every kept group; draw it with search.kv_groups="
+                             "keep or prune")
+    return torch.tensor([k for k, c in enumerate(counts) if c], dtype=torch.long)
 
 
 def layer_sizes(model: nn.Module) -> tuple[list[int], list[int]]:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from earlybert.models.adapters import get_adapter, head_size, layer_sizes
+from earlybert.models.adapters import get_adapter, head_size, kept_kv_heads, kv_head_counts, layer_sizes
 
 
 @dataclass
@@ -23,7 +23,9 @@ class ModelShape:
     layer_window: list[int | None] = field(default_factory=list)
     """Keys each query attends to per layer (ModernBERT's local layers: 2 * half-window + 1); None: all."""
     ffn_groups: int = 1
-    """Rows per FFN neuron in the first FFN linear (2 for a GLU: input and gate)."""
+    """Rows per FFN neuron in the FFN's input linears (2 for a GLU: input and gate)."""
+    layer_kv_heads: list[int] = field(default_factory=list)
+    """Grouped-query decoders: key/value heads per layer (empty: as many as query heads)."""
     relative_span: int = 0
     """DeBERTa: relative positions each query scores against (2 x buckets); 0 without relative attention."""
     relative_terms: int = 0
@@ -37,8 +39,9 @@ class ModelShape:
     def of(cls, model: nn.Module) -> ModelShape:
         heads, ffn = layer_sizes(model)
         config, adapter = model.config, get_adapter(model)
+        groups = adapter.layout.ffn_in[1] + bool(adapter.layout.ffn_gate)
         shape = cls(config.hidden_size, head_size(model), config.vocab_size, heads, ffn, adapter.task_of(model),
-                    getattr(config, "num_labels", 2), ffn_groups=adapter.layout.ffn_in[1])
+                    getattr(config, "num_labels", 2), ffn_groups=groups, layer_kv_heads=kv_head_counts(model))
         if adapter.family == "modernbert":
             shape.layer_window = [None if t == "full_attention" else 2 * config.sliding_window + 1
                                   for t in config.layer_types]
@@ -62,11 +65,12 @@ def forward_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: float
     """
     h = shape.hidden
     windows = shape.layer_window or [None] * len(shape.layer_heads)
+    kv_heads = shape.layer_kv_heads or shape.layer_heads
     total = 0
-    for heads, width, window in zip(shape.layer_heads, shape.layer_ffn, windows, strict=True):
+    for heads, kv, width, window in zip(shape.layer_heads, kv_heads, shape.layer_ffn, windows, strict=True):
         inner = heads * shape.head_size
         keys = seq_len if window is None else min(seq_len, window)
-        total += 2 * h * 3 * inner  # q, k, v
+        total += 2 * h * (inner + 2 * kv * shape.head_size)  # q, k, v
         total += 2 * 2 * keys * inner  # q @ k^T and probs @ v
         total += shape.relative_terms * 2 * shape.relative_span * inner  # c2p / p2c scores
         total += 2 * inner * h  # output projection
@@ -78,6 +82,8 @@ def forward_flops_per_token(shape: ModelShape, seq_len: int, mlm_fraction: float
         total += round(mlm_fraction * (2 * h * e + 2 * e * shape.vocab))
     elif shape.task == "discriminator":
         total += 2 * h * h + 2 * h  # ELECTRA: replaced-token logit at every position
+    elif shape.task == "causal_lm":
+        total += 2 * h * shape.vocab  # next-token logits at every position
     elif shape.task == "question_answering":
         total += 2 * h * 2
     elif shape.task == "sequence_classification":
@@ -104,9 +110,13 @@ def slim_parameter_count(model: nn.Module, ticket) -> int:
         for linear, groups in parts.head_linears:  # rows of every group, with their biases
             removed += groups * heads_gone * d * (linear.in_features + (linear.bias is not None))
         removed += heads_gone * d * parts.attention_output.out_features
-        linear, groups = parts.ffn_in
-        removed += groups * neurons_gone * (linear.in_features + (linear.bias is not None))
+        for linear, groups in (parts.ffn_in, *([(parts.ffn_gate, 1)] if parts.ffn_gate is not None else [])):
+            removed += groups * neurons_gone * (linear.in_features + (linear.bias is not None))
         removed += neurons_gone * parts.ffn_out.out_features
+        if parts.kv_linears:  # KV heads that no kept query head reads any more
+            kv = parts.kv_linears[0].out_features // d
+            kv_gone = kv - len(kept_kv_heads(head_row, kv))
+            removed += sum(kv_gone * d * (k.in_features + (k.bias is not None)) for k in parts.kv_linears)
     # The search's coefficients (parameters named earlybert_*) are not part of the slim model.
     kept = {id(p): p for name, p in model.named_parameters() if ".earlybert_" not in name}
     return sum(p.numel() for p in kept.values()) - removed

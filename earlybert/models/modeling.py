@@ -1,4 +1,4 @@
-"""Slim encoders for transformers v5: per-layer head counts and FFN widths for every supported family.
+"""Slim models for transformers v5: per-layer head counts and FFN widths for every supported family.
 
 This file is self-contained (torch and transformers only): `save_pretrained` copies it into the
 checkpoint as `modeling_earlybert.py`, so a slim folder also loads with `trust_remote_code=True`
@@ -21,7 +21,10 @@ from transformers import (
     DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
+    LlamaConfig,
     ModernBertConfig,
+    Qwen2Config,
+    Qwen3Config,
     RobertaConfig,
     XLMRobertaConfig,
 )
@@ -29,7 +32,10 @@ from transformers.models.bert import modeling_bert
 from transformers.models.deberta_v2 import modeling_deberta_v2
 from transformers.models.distilbert import modeling_distilbert
 from transformers.models.electra import modeling_electra
+from transformers.models.llama import modeling_llama
 from transformers.models.modernbert import modeling_modernbert
+from transformers.models.qwen2 import modeling_qwen2
+from transformers.models.qwen3 import modeling_qwen3
 from transformers.models.roberta import modeling_roberta
 from transformers.models.xlm_roberta import modeling_xlm_roberta
 
@@ -41,7 +47,9 @@ AUTO_CLASSES = {
     "ForSequenceClassification": "AutoModelForSequenceClassification",
     "ForQuestionAnswering": "AutoModelForQuestionAnswering",
     "ForPreTraining": "AutoModelForPreTraining",  # BERT: MLM + next sentence; ELECTRA: the discriminator
+    "ForCausalLM": "AutoModelForCausalLM",  # decoder families only
 }
+DECODER_FAMILIES = ("Llama", "Qwen2", "Qwen3")
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,9 @@ class Layout:
     """Where a family keeps what slimming touches; paths are relative to one encoder layer.
 
     Head h of a linear in `head_linears` owns output rows `g*H*d + [h*d, (h+1)*d)` for each of its
-    `groups` (3 for a fused q/k/v); FFN neuron j owns rows `g*I + j` of `ffn_in` (2 groups for a GLU).
+    `groups` (3 for a fused q/k/v); FFN neuron j owns rows `g*I + j` of `ffn_in` (2 groups for a GLU) and row j of
+    `ffn_gate` (a separate gate linear). With grouped-query attention, KV head k owns rows `[k*d, (k+1)*d)` of each
+    of `kv_linears` and serves query heads `[k*H/K, (k+1)*H/K)`.
     """
 
     layers: str  # the ModuleList of encoder layers, relative to the base model
@@ -59,6 +69,9 @@ class Layout:
     ffn_in: tuple[str, int]
     ffn_out: str  # input columns are FFN neurons
     ffn_width: str = "intermediate_size"  # the config attribute of the full FFN width
+    ffn_gate: str = ""  # a second FFN input linear whose rows are the neurons (SwiGLU's gate); "" for none
+    kv_linears: tuple[str, ...] = ()  # key and value projections with one row block per KV head (decoders)
+    kv_heads: str = ""  # the config attribute of the KV head count
 
 
 BERT_LAYOUT = Layout(
@@ -82,11 +95,18 @@ MODERNBERT_LAYOUT = Layout(
     layers="layers", attention="attn", head_linears=(("attn.Wqkv", 3),), attention_output="attn.Wo",
     ffn_in=("mlp.Wi", 2), ffn_out="mlp.Wo",
 )
+# Llama, Qwen2 (q/k/v biases) and Qwen3 (q_norm/k_norm act within a head, so they are never sliced).
+DECODER_LAYOUT = Layout(
+    layers="layers", attention="self_attn", head_linears=(("self_attn.q_proj", 1),),
+    attention_output="self_attn.o_proj", ffn_in=("mlp.up_proj", 1), ffn_out="mlp.down_proj",
+    ffn_gate="mlp.gate_proj", kv_linears=("self_attn.k_proj", "self_attn.v_proj"), kv_heads="num_key_value_heads",
+)
 
 
 def head_size_of(config) -> int:
     """Width of one attention head."""
-    return getattr(config, "attention_head_size", None) or config.hidden_size // config.num_attention_heads
+    return (getattr(config, "attention_head_size", None) or getattr(config, "head_dim", None)
+            or config.hidden_size // config.num_attention_heads)
 
 
 def slim_layer_sizes(config, layout: Layout) -> tuple[list[int], list[int]]:
@@ -101,6 +121,14 @@ def slim_layer_sizes(config, layout: Layout) -> tuple[list[int], list[int]]:
     return heads, widths
 
 
+def slim_kv_heads(config, layout: Layout) -> list[int]:
+    """Per-layer KV head counts of a slim decoder config (empty for families without separate KV heads)."""
+    if not layout.kv_heads:
+        return []
+    n = config.num_hidden_layers
+    return list(getattr(config, "layer_num_kv_heads", None) or [getattr(config, layout.kv_heads)] * n)
+
+
 def _resized(linear: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
     return nn.Linear(in_features, out_features, bias=linear.bias is not None)
 
@@ -113,8 +141,12 @@ def _replace(layer: nn.Module, path: str, module: nn.Module) -> None:
 def resize_encoder_layers(base_model: nn.Module, config, layout: Layout) -> None:
     """Replace each layer's head and FFN linears by ones of the slim sizes (fresh weights)."""
     heads, widths = slim_layer_sizes(config, layout)
+    kv_heads = slim_kv_heads(config, layout) or [None] * len(heads)
     d = head_size_of(config)
-    for layer, n_heads, width in zip(base_model.get_submodule(layout.layers), heads, widths):
+    for layer, n_heads, width, n_kv in zip(base_model.get_submodule(layout.layers), heads, widths, kv_heads):
+        for path in layout.kv_linears:
+            kv = layer.get_submodule(path)
+            _replace(layer, path, _resized(kv, kv.in_features, n_kv * d))
         for path, groups in layout.head_linears:
             linear = layer.get_submodule(path) if has_submodule(layer, path) else None
             if linear is not None:
@@ -124,6 +156,9 @@ def resize_encoder_layers(base_model: nn.Module, config, layout: Layout) -> None
         path, groups = layout.ffn_in
         ffn_in = layer.get_submodule(path)
         _replace(layer, path, _resized(ffn_in, ffn_in.in_features, groups * width))
+        if layout.ffn_gate:
+            gate = layer.get_submodule(layout.ffn_gate)
+            _replace(layer, layout.ffn_gate, _resized(gate, gate.in_features, width))
         ffn_out = layer.get_submodule(layout.ffn_out)
         _replace(layer, layout.ffn_out, _resized(ffn_out, width, ffn_out.out_features))
         attention = layer.get_submodule(layout.attention)
@@ -132,6 +167,8 @@ def resize_encoder_layers(base_model: nn.Module, config, layout: Layout) -> None
                 setattr(attention, name, n_heads)
         if hasattr(attention, "all_head_size"):
             attention.all_head_size = n_heads * d
+        if n_kv is not None:  # grouped-query attention repeats each KV head for this many query heads
+            attention.num_key_value_groups = n_heads // n_kv
 
 
 def has_submodule(module: nn.Module, path: str) -> bool:
@@ -156,21 +193,57 @@ class SlimModelMixin:
         self.post_init()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save weights and config, plus this file and an `auto_map` for `trust_remote_code` loading."""
+        """Save weights and config, plus this file and an `auto_map` for `trust_remote_code` loading; a decoder
+        whose layers all have the same sizes is saved as its family's stock config instead."""
         out = super().save_pretrained(save_directory, *args, **kwargs)
-        shutil.copyfile(os.path.abspath(__file__), os.path.join(save_directory, REMOTE_CODE_FILE))
         config_path = os.path.join(save_directory, "config.json")
         with open(config_path, encoding="utf-8") as f:
             data = json.load(f)
-        module = REMOTE_CODE_FILE.removesuffix(".py")
-        prefix = f"Slim{self.slim_family}"
-        data["auto_map"] = {"AutoConfig": f"{module}.{prefix}Config"}
-        for suffix, auto in AUTO_CLASSES.items():
-            if prefix + suffix in globals():
-                data["auto_map"][auto] = f"{module}.{prefix}{suffix}"
+        stock = stock_decoder_config(data, head_size_of(self.config)) if self.slim_family in DECODER_FAMILIES else None
+        if stock is not None and _builds(type(self.config).__mro__[1], stock):
+            data = stock
+        else:
+            shutil.copyfile(os.path.abspath(__file__), os.path.join(save_directory, REMOTE_CODE_FILE))
+            module = REMOTE_CODE_FILE.removesuffix(".py")
+            prefix = f"Slim{self.slim_family}"
+            data["auto_map"] = {"AutoConfig": f"{module}.{prefix}Config"}
+            for suffix, auto in AUTO_CLASSES.items():
+                if prefix + suffix in globals():
+                    data["auto_map"][auto] = f"{module}.{prefix}{suffix}"
         with open(config_path, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=True)
         return out
+
+
+SLIM_LISTS = {"layer_num_heads": "num_attention_heads", "layer_num_kv_heads": "num_key_value_heads",
+              "layer_intermediate_sizes": "intermediate_size"}
+
+
+def _builds(config_cls, data: dict) -> bool:
+    # Llama's config refuses a head count that does not divide the hidden size, even with head_dim given; its
+    # strict-dataclass validation raises huggingface_hub's own error class, not a ValueError.
+    try:
+        config_cls(**{k: v for k, v in data.items() if k not in ("model_type", "transformers_version")})
+    except Exception:
+        return False
+    return True
+
+
+def stock_decoder_config(data: dict, head_dim: int) -> dict | None:
+    """A slim decoder's saved config with equal sizes in every layer, as its family's own (heads, KV heads, MLP
+    width and an explicit `head_dim`), loadable by transformers alone; None if the layers differ."""
+    if not all(len(set(data.get(key) or [0])) == 1 for key in SLIM_LISTS):
+        return None
+    data = dict(data)
+    for key, field in SLIM_LISTS.items():
+        values = data.pop(key, None)
+        if values:
+            data[field] = values[0]
+    data["model_type"] = data["model_type"].removeprefix("slim_")
+    data["head_dim"] = head_dim
+    data["architectures"] = [a.removeprefix("Slim") for a in data.get("architectures") or []]
+    data.pop("auto_map", None)
+    return data
 
 
 class SlimBertConfig(BertConfig):
@@ -229,6 +302,33 @@ class SlimModernBertConfig(ModernBertConfig):
     layer_intermediate_sizes: list[int] | None = None
 
 
+class SlimLlamaConfig(LlamaConfig):
+    """LlamaConfig plus the kept head, KV head and MLP width of every layer."""
+
+    model_type = "slim_llama"
+    layer_num_heads: list[int] | None = None
+    layer_num_kv_heads: list[int] | None = None
+    layer_intermediate_sizes: list[int] | None = None
+
+
+class SlimQwen2Config(Qwen2Config):
+    """Qwen2Config plus the kept head, KV head and MLP width of every layer."""
+
+    model_type = "slim_qwen2"
+    layer_num_heads: list[int] | None = None
+    layer_num_kv_heads: list[int] | None = None
+    layer_intermediate_sizes: list[int] | None = None
+
+
+class SlimQwen3Config(Qwen3Config):
+    """Qwen3Config plus the kept head, KV head and MLP width of every layer."""
+
+    model_type = "slim_qwen3"
+    layer_num_heads: list[int] | None = None
+    layer_num_kv_heads: list[int] | None = None
+    layer_intermediate_sizes: list[int] | None = None
+
+
 # Class-name prefix -> (slim config, layout, the transformers module holding the family's classes).
 FAMILIES = {
     "Bert": (SlimBertConfig, BERT_LAYOUT, modeling_bert),
@@ -238,6 +338,9 @@ FAMILIES = {
     "DistilBert": (SlimDistilBertConfig, DISTILBERT_LAYOUT, modeling_distilbert),
     "DebertaV2": (SlimDebertaV2Config, DEBERTA_LAYOUT, modeling_deberta_v2),
     "ModernBert": (SlimModernBertConfig, MODERNBERT_LAYOUT, modeling_modernbert),
+    "Llama": (SlimLlamaConfig, DECODER_LAYOUT, modeling_llama),
+    "Qwen2": (SlimQwen2Config, DECODER_LAYOUT, modeling_qwen2),
+    "Qwen3": (SlimQwen3Config, DECODER_LAYOUT, modeling_qwen3),
 }
 
 
@@ -246,7 +349,7 @@ def _define_slim_classes() -> None:
     for family, (config_cls, layout, module) in FAMILIES.items():
         for suffix in AUTO_CLASSES:
             parent = getattr(module, family + suffix, None)
-            if parent is None:
+            if parent is None or (suffix == "ForCausalLM" and family not in DECODER_FAMILIES):
                 continue
             name = f"Slim{family}{suffix}"
             globals()[name] = type(name, (SlimModelMixin, parent), {

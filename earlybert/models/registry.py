@@ -3,6 +3,7 @@
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForPreTraining,
     AutoModelForQuestionAnswering,
@@ -18,6 +19,7 @@ _AUTO = {
     "question_answering": AutoModelForQuestionAnswering,
     "pretraining": AutoModelForPreTraining,
     "discriminator": AutoModelForPreTraining,
+    "causal_lm": AutoModelForCausalLM,
 }
 
 

@@ -15,10 +15,11 @@ from earlybert.config import Choice, PathKind, Range, check_config, config_from_
 from earlybert.data.corpus import DataConfig, cached_wordpiece, load_tokenizer, sample_documents
 from earlybert.data.prepare import check_cache_dir, corpus_key, prepare
 from earlybert.errors import EarlyBertError
-from earlybert.models.adapters import supported_families
+from earlybert.models.adapters import adapter_for_type, supported_families
 from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
-FAMILIES = tuple(supported_families())
+# Masked-LM pretraining: the encoder families (decoders are searched and shrunk through the Python API for now).
+FAMILIES = tuple(f for f in supported_families() if not adapter_for_type(f).decoder)
 
 
 @dataclass
@@ -53,6 +54,19 @@ class ModelConfig:
         if self.init_from and Path(self.init_from).is_dir() and not (Path(self.init_from) / "config.json").is_file():
             raise EarlyBertError(f"model.init_from={self.init_from} is not a model folder (no config.json): point it "
                                  "at a save_pretrained folder, or leave it empty for a new model")
+        if self.init_from and decoder_folder(Path(self.init_from)):
+            raise EarlyBertError(f"model.init_from={self.init_from} is a decoder: `earlybert pretrain` "
+                                 f"trains masked-LM encoders ({', '.join(FAMILIES)}); search and shrink a decoder "
+                                 "with earlybert.ticket (see docs/families.md)")
+
+
+def decoder_folder(folder: Path) -> bool:
+    """Whether a model folder holds one of the decoder families (read from its config.json, if readable)."""
+    try:
+        family = json.loads((folder / "config.json").read_text()).get("model_type", "").removeprefix("slim_")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return family in supported_families() and family not in FAMILIES
 
 
 @dataclass
@@ -100,7 +114,6 @@ class PretrainConfig:
 
 def build_model(cfg: PretrainConfig, tokenizer):
     """A new MLM model from the config sizes, or the one in `model.init_from`."""
-    from earlybert.models.adapters import adapter_for_type
     from earlybert.models.checkpoint import load_model
 
     task = "pretraining" if cfg.data.nsp else "masked_lm"

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from earlybert.errors import EarlyBertError
-from earlybert.models.adapters import layer_sizes
+from earlybert.models.adapters import kv_head_counts, layer_sizes
 from earlybert.ticket.coefficients import ffn_coefficients, head_coefficients
 from earlybert.ticket.ticket import Ticket
+
+KV_GROUPS = ("keep", "prune")
 
 
 def check_ratio(name: str, ratio: float) -> float:
@@ -38,16 +40,42 @@ def _keep_top(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return mask
 
 
+def _head_cuts(scores: torch.Tensor, prune_ratio: float, min_heads: int, kv_heads: int | None,
+               kv_groups: str) -> list[tuple[torch.Tensor, int]]:
+    """One layer's head ranking as (scores, how many to keep) per cut: the layer, each KV group (`keep`), or the
+    KV groups scored by their heads' sum (`prune`). A KV group serves `heads / kv_heads` consecutive heads."""
+    n = scores.numel()
+    if not kv_heads or kv_heads in (1, n):  # no grouped-query attention: one cut per layer
+        return [(scores, max(n - prune_count(n, prune_ratio), min(min_heads, n)))]
+    size = n // kv_heads
+    blocks = scores.reshape(kv_heads, size)
+    if kv_groups == "keep":  # the same number of heads leaves every group, so every KV head stays
+        keep = max(size - prune_count(size, prune_ratio), min(size, math.ceil(min_heads / kv_heads)))
+        return [(block, keep) for block in blocks]
+    keep = max(kv_heads - prune_count(kv_heads, prune_ratio), min(kv_heads, math.ceil(min_heads / size)))
+    return [(blocks.sum(dim=1), keep)]
+
+
 def head_masks(
-    coefficients: Sequence[torch.Tensor], prune_ratio: float = 1 / 3, min_heads_per_layer: int = 1
+    coefficients: Sequence[torch.Tensor], prune_ratio: float = 1 / 3, min_heads_per_layer: int = 1,
+    kv_heads: Sequence[int] | None = None, kv_groups: str = "keep",
 ) -> list[torch.Tensor]:
-    """Layer-wise head masks: prune the smallest |c| in each layer, never below `min_heads_per_layer`."""
+    """Layer-wise head masks: prune the smallest |c| in each layer, never below `min_heads_per_layer`.
+
+    With grouped-query attention (`kv_heads` per layer), `keep` prunes the same number of query heads in every KV
+    group and `prune` removes whole KV groups (the sum of their heads' |c| ranks them) with all their heads.
+    """
     check_ratio("heads prune ratio", prune_ratio)
+    if kv_groups not in KV_GROUPS:
+        raise EarlyBertError(f"kv_groups {kv_groups!r} is unknown: use 'keep' or 'prune'")
     masks = []
-    for c in coefficients:
-        n = c.numel()
-        keep = max(n - prune_count(n, prune_ratio), min(min_heads_per_layer, n))
-        masks.append(_keep_top(c.detach().abs().cpu(), keep))
+    for layer, c in enumerate(coefficients):
+        scores = c.detach().abs().cpu().double().flatten()
+        cuts = _head_cuts(scores, prune_ratio, min_heads_per_layer, kv_heads[layer] if kv_heads else None, kv_groups)
+        mask = torch.cat([_keep_top(block, keep) for block, keep in cuts])
+        if kv_groups == "prune" and len(cuts) == 1 and mask.numel() < scores.numel():  # groups -> their heads
+            mask = mask.repeat_interleave(scores.numel() // mask.numel())
+        masks.append(mask)
     return masks
 
 
@@ -117,6 +145,10 @@ class MaskSpec:
     """Never keep fewer heads than this in a layer."""
     ffn_round_to: int = 8
     """Round each layer's kept FFN width to a multiple of this (8: aligned matmuls; 64: tensor cores); 1 = off."""
+    kv_groups: str = "keep"
+    """Grouped-query attention: prune heads evenly within every KV group (`keep`) or whole KV groups (`prune`)."""
+    kv_heads: list[int] | None = None
+    """KV heads per layer of the model the masks are for (set from the model; None: no grouped-query attention)."""
 
     def __post_init__(self):
         check_ratio("heads_ratio", self.heads_ratio)
@@ -129,15 +161,17 @@ class MaskSpec:
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(head masks, FFN masks) from per-layer scores."""
         return (
-            head_masks(head_scores, self.heads_ratio, self.min_heads_per_layer),
+            head_masks(head_scores, self.heads_ratio, self.min_heads_per_layer, self.kv_heads, self.kv_groups),
             ffn_masks(ffn_scores, self.ffn_ratio, self.ffn_scope, self.ffn_round_to),
         )
 
     def tied(self, head_scores: Sequence[torch.Tensor], ffn_scores: Sequence[torch.Tensor]) -> bool:
         """Whether equal |scores| straddle any cut, so index order, not the scores, decides some units."""
-        heads = [c.detach().abs().cpu() for c in head_scores]
-        for scores, mask in zip(heads, head_masks(heads, self.heads_ratio, self.min_heads_per_layer)):
-            if _tied_at_cut(scores, int(mask.sum())):
+        for layer, c in enumerate(head_scores):
+            scores = c.detach().abs().cpu().double().flatten()
+            kv = self.kv_heads[layer] if self.kv_heads else None
+            if any(_tied_at_cut(block, keep) for block, keep in _head_cuts(
+                    scores, self.heads_ratio, self.min_heads_per_layer, kv, self.kv_groups)):
                 return True
         ffn = [c.detach().abs().cpu().double().flatten() for c in ffn_scores]
         if self.ffn_scope == "global":  # the global cut decides each layer's width before any rounding
@@ -150,7 +184,7 @@ class MaskSpec:
 
 def draw_ticket(model: nn.Module, spec: MaskSpec | None = None, **metadata: Any) -> Ticket:
     """The ticket given by the model's attached coefficients (their values are stored for folding)."""
-    spec = spec or MaskSpec()
+    spec = with_kv_heads(spec or MaskSpec(), model)
     heads_c, ffn_c = head_coefficients(model), ffn_coefficients(model)
     heads, ffn = spec.masks(heads_c, ffn_c)
     return Ticket.from_masks(
@@ -167,19 +201,25 @@ def random_ticket(model: nn.Module, spec: MaskSpec | None = None, seed: int = 0,
     width, so a random-versus-learned comparison trains models of the same size; the FFN width is spread over
     the layers at random, in multiples of the spec's `ffn_round_to`.
     """
-    spec = spec or MaskSpec()
+    spec = with_kv_heads(spec or MaskSpec(), model)
     heads_n, ffn_n = layer_sizes(model)
     head_scores, ffn_scores = random_scores(heads_n, seed), random_scores(ffn_n, seed + 1)
-    if like is None:
-        heads, ffn = spec.masks(head_scores, ffn_scores)
-    else:
+    heads, ffn = spec.masks(head_scores, ffn_scores)
+    if like is not None:
         if [len(h) for h in like.heads] != heads_n or [len(f) for f in like.ffn] != ffn_n:
             raise EarlyBertError("the learned ticket does not fit this model (other layer sizes): pass the ticket "
                                  "drawn from the same model")
-        heads = [_keep_top(s, sum(row)) for s, row in zip(head_scores, like.heads)]
+        if not spec.kv_heads:  # grouped heads already keep the learned ticket's count in every group
+            heads = [_keep_top(s, sum(row)) for s, row in zip(head_scores, like.heads)]
         widths = _random_widths(ffn_scores, sum(map(sum, like.ffn)), spec.ffn_round_to)
         ffn = [_keep_top(s, k) for s, k in zip(ffn_scores, widths)]
     return Ticket.from_masks(model.config.model_type, heads, ffn, random_seed=seed, **_spec_metadata(spec), **metadata)
+
+
+def with_kv_heads(spec: MaskSpec, model: nn.Module) -> MaskSpec:
+    """`spec` with the model's KV heads per layer filled in (grouped-query decoders; unchanged for others)."""
+    counts = kv_head_counts(model)
+    return replace(spec, kv_heads=counts or None)
 
 
 def _random_widths(scores: Sequence[torch.Tensor], total: int, round_to: int) -> list[int]:
@@ -201,4 +241,5 @@ def _random_widths(scores: Sequence[torch.Tensor], total: int, round_to: int) ->
 
 def _spec_metadata(spec: MaskSpec) -> dict[str, Any]:
     return {"heads_ratio": spec.heads_ratio, "ffn_ratio": spec.ffn_ratio, "ffn_scope": spec.ffn_scope,
-            "min_heads_per_layer": spec.min_heads_per_layer, "ffn_round_to": spec.ffn_round_to}
+            "min_heads_per_layer": spec.min_heads_per_layer, "ffn_round_to": spec.ffn_round_to,
+            **({"kv_groups": spec.kv_groups} if spec.kv_heads else {})}

@@ -18,7 +18,7 @@ from earlybert.config import Choice, PathKind, Range, check_config
 from earlybert.errors import EarlyBertError
 from earlybert.ticket.coefficients import attach_coefficients, ffn_coefficients, head_coefficients, l1_penalty
 from earlybert.ticket.detector import EarlyBirdDetector
-from earlybert.ticket.masks import MaskSpec
+from earlybert.ticket.masks import KV_GROUPS, MaskSpec, with_kv_heads
 from earlybert.ticket.ticket import Ticket
 
 WEIGHTS = ("auto", "rewind", "continue")
@@ -61,6 +61,9 @@ class SearchConfig:
     ffn_round_to: Annotated[int, Range(1)] = 8
     """Round each layer's kept FFN width to a multiple of this: matmul kernels run widths off a multiple of 8 below
     their FLOP rate; 64 suits tensor cores best; 1 = off."""
+    kv_groups: Annotated[str, Choice(KV_GROUPS)] = "keep"
+    """Grouped-query attention (Llama, Qwen): prune the same number of query heads in every KV group, so the KV
+    heads stay (keep), or remove whole KV groups with their query heads (prune)."""
     weights: Annotated[str, Choice(WEIGHTS)] = "auto"
     """After the draw: rewind (initial weights, fresh optimizer and schedule for the slim stage), continue
     (searched weights, the run's schedule), or auto (fine-tuning: rewind; pretraining: continue)."""
@@ -85,7 +88,8 @@ class SearchConfig:
 
     def spec(self) -> MaskSpec:
         """The mask spec these settings describe."""
-        return MaskSpec(self.heads_ratio, self.ffn_ratio, self.ffn_scope, self.min_heads_per_layer, self.ffn_round_to)
+        return MaskSpec(self.heads_ratio, self.ffn_ratio, self.ffn_scope, self.min_heads_per_layer, self.ffn_round_to,
+                        self.kv_groups)
 
     def resolve(self, run_steps: int, epoch_steps: int | None, default_weights: str) -> SearchSteps:
         """Search lengths in steps for a run of `run_steps` (epochs of `epoch_steps`); refuses a search that
@@ -138,6 +142,7 @@ class TicketSearch:
     def attach(self, model: nn.Module) -> None:
         """Attach fp32 coefficients (before the optimizer is built, so it sees them)."""
         attach_coefficients(model)
+        self.spec = with_kv_heads(self.spec, model)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """The L1 term: add it once per optimizer step (divide by the accumulation steps per micro-batch)."""
@@ -168,7 +173,8 @@ class TicketSearch:
             model_type, heads, ffn, coefficients=coefficients, step=step, fired=why == "fired", drawn_by=why,
             distance_history=self.detector.history_dicts(), weights=self.steps.weights,
             heads_ratio=s.heads_ratio, ffn_ratio=s.ffn_ratio, ffn_scope=s.ffn_scope,
-            min_heads_per_layer=s.min_heads_per_layer, ffn_round_to=s.ffn_round_to)
+            min_heads_per_layer=s.min_heads_per_layer, ffn_round_to=s.ffn_round_to,
+            **({"kv_groups": s.kv_groups} if s.kv_heads else {}))
 
     def observe(self, step: int, model: nn.Module) -> Ticket | None:
         """After optimizer step `step`: check the masks when due; the ticket when it is drawn, else None."""

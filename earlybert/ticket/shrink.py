@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from earlybert.errors import EarlyBertError
-from earlybert.models.adapters import get_adapter, head_size, layer_sizes
+from earlybert.models.adapters import get_adapter, head_size, kept_kv_heads, layer_sizes
 from earlybert.ticket.coefficients import ffn_coefficients, has_coefficients, head_coefficients, is_coefficient_name
 from earlybert.ticket.ticket import Ticket
 
@@ -41,7 +41,8 @@ def prune_plan(model: nn.Module, ticket: Ticket) -> PrunePlan:
             plan[names[id(linear)] + ".bias"] = (0, idx)
 
     layers = get_adapter(model).layer_parts(model)
-    for parts, n_heads, width, head_row, ffn_row in zip(layers, heads, widths, ticket.heads, ticket.ffn):
+    for layer, (parts, n_heads, width, head_row, ffn_row) in enumerate(zip(layers, heads, widths, ticket.heads,
+                                                                            ticket.ffn)):
         head_idx = _kept(head_row)
         # Head h owns the contiguous slice [h*d, (h+1)*d) of each group of a q/k/v output and of the
         # output projection's input.
@@ -49,9 +50,15 @@ def prune_plan(model: nn.Module, ticket: Ticket) -> PrunePlan:
         for linear, groups in parts.head_linears:
             slice_linear(linear, 0, _rows(unit_idx, groups, n_heads * d))
         slice_linear(parts.attention_output, 1, unit_idx)
+        if parts.kv_linears:
+            kv_idx = kept_kv_heads(head_row, parts.kv_linears[0].out_features // d, layer)
+            for linear in parts.kv_linears:
+                slice_linear(linear, 0, (kv_idx[:, None] * d + torch.arange(d)[None, :]).flatten())
         ffn_idx = _kept(ffn_row)
         linear, groups = parts.ffn_in
         slice_linear(linear, 0, _rows(ffn_idx, groups, width))
+        if parts.ffn_gate is not None:
+            slice_linear(parts.ffn_gate, 0, ffn_idx)
         slice_linear(parts.ffn_out, 1, ffn_idx)
     return plan
 
@@ -90,6 +97,11 @@ def slim_config(model: nn.Module, ticket: Ticket):
         data.pop(key, None)
     data["layer_num_heads"] = ticket.layer_heads()
     data["layer_intermediate_sizes"] = ticket.layer_ffn()
+    if adapter.decoder:  # fewer heads at the same hidden size: the head size must be explicit
+        d = head_size(model)
+        data["head_dim"] = d
+        data["layer_num_kv_heads"] = [len(kept_kv_heads(row, p.kv_linears[0].out_features // d, i)) for i, (row, p)
+                                      in enumerate(zip(ticket.heads, adapter.layer_parts(model)))]
     config = adapter.slim_config(**data)
     config._attn_implementation = model.config._attn_implementation
     return config
