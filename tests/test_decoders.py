@@ -192,5 +192,5 @@ def test_smollm2_shrinks_to_a_stock_llama_that_generates_as_the_masked_model(tmp
     slim.save_pretrained(tmp_path / "slim")
     result = load_without_earlybert(tmp_path / "slim", ids, tmp_path)
     assert result["class"] == "LlamaForCausalLM" and result["tied"] and result["heads"] == 6
-    with torch.no_grad():
-        assert torch.allclose(result["logits"], model(ids).logits, atol=1e-4)
+    with torch.no_grad():  # 30 layers of folded fp32 weights: logits of about 10 agree to a few 1e-4
+        assert torch.allclose(result["logits"], model(ids).logits, atol=1e-3)
