@@ -183,7 +183,8 @@ CASES = {
     "missing ticket": (shrink(ticket="{root}/none.json"), "ticket {root}/none.json does not exist: give a"),
     "corrupted safetensors": (shrink(model="{root}/corrupt"), "cannot be loaded"),
     "unsupported model type": (shrink(model="{root}/gpt"), "model type 'gpt2' is not supported: use one of bert, "
-                               "deberta-v2, distilbert, electra, modernbert, roberta, xlm-roberta"),
+                               "deberta-v2, distilbert, electra, llama, modernbert, qwen2, qwen3, roberta, "
+                               "xlm-roberta"),
     "ticket of another family": (shrink(ticket="{root}/modernbert.json"),
                                  "ticket is for model type 'modernbert', the model is 'bert': draw the ticket from "
                                  "this model (families: bert, deberta-v2, distilbert"),

@@ -107,7 +107,7 @@ def test_unknown_model_type_is_one_line_error(tmp_path, capsys):
                  "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert ("model type 'gpt2' is not supported: use one of bert, deberta-v2, distilbert, electra, modernbert, "
-            "roberta, xlm-roberta (or their slim_ versions)") in err
+    assert ("model type 'gpt2' is not supported: use one of bert, deberta-v2, distilbert, electra, llama, modernbert, "
+            "qwen2, qwen3, roberta, xlm-roberta (or their slim_ versions)") in err
     assert main(["info", str(tmp_path / "nowhere")]) == 2
     assert "does not exist: give an existing folder" in capsys.readouterr().err
