@@ -23,7 +23,7 @@ from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter, layer_sizes
 from earlybert.models.checkpoint import write_dir_atomically
 from earlybert.models.flops import accounting
-from earlybert.ticket.coefficients import attach_coefficients, detach_coefficients, ffn_coefficients, head_coefficients
+from earlybert.ticket.coefficients import detach_coefficients, ffn_coefficients, head_coefficients
 from earlybert.ticket.search import SearchSteps, TicketSearch
 from earlybert.ticket.shrink import prune_plan, shrink_model
 from earlybert.ticket.ticket import Ticket
@@ -113,7 +113,7 @@ class Trainer:
             if self.ticket_search.steps.weights == "rewind" and self.dist.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 save_model(model, str(self.run_dir / "init_weights.safetensors"))  # tied weights stored once
-            attach_coefficients(model)
+            self.ticket_search.attach(model)  # coefficients, and the masks told of any grouped-query heads
             self.stage = Stage.SEARCH
         else:
             self.stage = Stage.FULL
@@ -145,7 +145,7 @@ class Trainer:
             config = adapter.slim_config.from_dict(json.loads((folder / "slim_config.json").read_text()))
             model = adapter.slim_classes[self.task](config)
         elif self.stage == Stage.SEARCH:
-            attach_coefficients(model)
+            self.ticket_search.attach(model)
         self.engine = self._engine(model)
         self.checkpointer.load(self.engine, folder)
 
