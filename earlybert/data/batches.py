@@ -34,12 +34,12 @@ class PhaseSpan:
 
 
 class PretrainBatches:
-    """Masked-LM (optionally NSP) batches through the phases; masking is keyed by sample id, so it is the same
-    whatever the number of ranks, and never repeats across phases."""
+    """Masked-LM (optionally NSP) or causal-LM batches through the phases; masking is keyed by sample id, so it
+    is the same whatever the number of ranks, and never repeats across phases."""
 
     def __init__(self, data_cfg, phases: list, grad_accum: int, tokenizer, corpus: PreparedCorpus | None, rank: int,
-                 world: int, seed: int, is_main: bool = True):
-        self.cfg, self.tokenizer, self.seed = data_cfg, tokenizer, seed
+                 world: int, seed: int, is_main: bool = True, causal: bool = False):
+        self.cfg, self.tokenizer, self.seed, self.causal = data_cfg, tokenizer, seed, causal
         self.grad_accum, self.rank, self.world = grad_accum, rank, world
         sources: dict[int, tuple[int | None, Callable]] = {}
         for phase in phases:
@@ -57,11 +57,11 @@ class PretrainBatches:
 
     def _source(self, corpus: PreparedCorpus | None, seq_len: int, is_main: bool) -> tuple[int | None, Callable]:
         if corpus is None:
-            stream = StreamingBlocks(lambda: iter_dataset_documents(self.cfg), self.tokenizer, seq_len)
+            stream = StreamingBlocks(lambda: iter_dataset_documents(self.cfg), self.tokenizer, seq_len, not self.causal)
             note = f"blocks of {seq_len} tokens streamed from {self.cfg.dataset}"
             count, source = None, stream.take
         else:
-            packed = corpus.blocks(seq_len, self.tokenizer)
+            packed = corpus.blocks(seq_len, self.tokenizer, framed=not self.causal)
             note = (f"{corpus.meta['documents']} documents, {len(packed)} blocks of {seq_len} tokens "
                     f"(memory-mapped from {corpus.folder.name})")
             count, source = len(packed), packed
@@ -77,6 +77,9 @@ class PretrainBatches:
 
     def _batch(self, span: PhaseSpan, sample_ids: np.ndarray) -> dict[str, torch.Tensor]:
         blocks = span.blocks(sample_ids - span.first_sample)
+        if self.causal:  # every position predicts the next token; the objective shifts
+            input_ids = torch.from_numpy(blocks.astype(np.int64))
+            return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
         if self.cfg.nsp:
             blocks, types, nsp_labels = sentence_pairs(blocks, sample_ids, self.tokenizer, self.seed)
         batch = mask_tokens(blocks, sample_ids, self.tokenizer, self.cfg.mlm_probability, self.seed,

@@ -204,18 +204,19 @@ def cache_lock(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def load_tokenizer(path: str):
-    """A fast tokenizer from a folder, with a one-line error if it is missing or not fast."""
+def load_tokenizer(path: str, gguf_file: str = ""):
+    """A fast tokenizer from a folder (or a GGUF file in it), with a one-line error if it is missing or not fast."""
     from transformers import AutoTokenizer
 
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise EarlyBertError(f"tokenizer folder {path} does not exist: set data.tokenizer to a saved tokenizer")
-    if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json")):
+    names = (gguf_file,) if gguf_file else ("tokenizer.json", "vocab.txt", "vocab.json")
+    if not any((folder / name).is_file() for name in names):
         raise EarlyBertError(f"{path} holds no tokenizer files (tokenizer.json, vocab.txt or vocab.json): save the "
                              "tokenizer into it with tokenizer.save_pretrained(FOLDER)")
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder))
+        tok = AutoTokenizer.from_pretrained(str(folder), **({"gguf_file": gguf_file} if gguf_file else {}))
     except (OSError, ValueError) as e:
         raise EarlyBertError(f"the tokenizer in {path} cannot be loaded ({str(e).splitlines()[0][:200]}): "
                              "save it again with tokenizer.save_pretrained(FOLDER)") from None
@@ -309,6 +310,15 @@ def mask_tokens(
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
 
 
+def document_separator(tokenizer) -> int:
+    """The token written after every document: [SEP] (encoders), else end-of-sequence (decoders)."""
+    separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if separator is None:
+        raise EarlyBertError("the tokenizer has neither a separator nor an end-of-sequence token to put between "
+                             "documents: use a tokenizer that defines sep_token or eos_token")
+    return separator
+
+
 class StreamingBlocks:
     """Packed blocks read in order from a document stream (corpora that do not fit in memory).
 
@@ -316,8 +326,8 @@ class StreamingBlocks:
     reads the stream and keeps its own samples, and a resumed run skips to where it stopped.
     """
 
-    def __init__(self, documents, tokenizer, seq_len: int):
-        self.documents, self.tokenizer, self.seq_len = documents, tokenizer, seq_len
+    def __init__(self, documents, tokenizer, seq_len: int, framed: bool = True):
+        self.documents, self.tokenizer, self.seq_len, self.framed = documents, tokenizer, seq_len, framed
         self._restart()
 
     def _restart(self) -> None:
@@ -326,14 +336,15 @@ class StreamingBlocks:
         self._epoch_start = 0
 
     def _generate(self):
-        body, cls_id, sep_id = self.seq_len - 2, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        backend = self.tokenizer.backend_tokenizer
+        body = self.seq_len - 2 if self.framed else self.seq_len
+        start, end = ([self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]) if self.framed else ([], [])
+        separator, backend = document_separator(self.tokenizer), self.tokenizer.backend_tokenizer
         buffer: list[int] = []
         for doc in self.documents():
             buffer.extend(backend.encode(doc, add_special_tokens=False).ids)
-            buffer.append(sep_id)
+            buffer.append(separator)
             while len(buffer) >= body:
-                yield np.asarray([cls_id, *buffer[:body], sep_id], dtype=np.int32)
+                yield np.asarray([*start, *buffer[:body], *end], dtype=np.int32)
                 buffer = buffer[body:]
 
     def take(self, sample_ids: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earlybert.data.corpus import DataConfig, cache_lock, document_stream
+from earlybert.data.corpus import DataConfig, cache_lock, document_separator, document_stream
 from earlybert.errors import EarlyBertError
 
 PREPARED_VERSION = "tokens/1"
@@ -67,13 +67,15 @@ def tokenizer_key(tokenizer) -> str:
 
 
 class PackedBlocks:
-    """Blocks of `seq_len` tokens cut from the prepared stream when indexed (nothing is copied up front)."""
+    """Blocks of `seq_len` tokens cut from the prepared stream when indexed (nothing is copied up front): framed as
+    [CLS] ... [SEP] for masked LM, or plain runs of the stream (documents split by their separator) for causal LM."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, cls_id: int, sep_id: int):
+    def __init__(self, tokens: np.ndarray, seq_len: int, cls_id: int | None, sep_id: int | None):
         if seq_len < 8:
             raise EarlyBertError(f"data.seq_len={seq_len} is too short: use at least 8")
         self.tokens, self.seq_len, self.cls_id, self.sep_id = tokens, seq_len, cls_id, sep_id
-        self.body = seq_len - 2
+        self.framed = cls_id is not None
+        self.body = seq_len - 2 if self.framed else seq_len
         self.count = len(tokens) // self.body
         if self.count == 0:
             raise EarlyBertError(f"the corpus has {len(tokens)} tokens, fewer than one block of {seq_len}: "
@@ -88,9 +90,11 @@ class PackedBlocks:
             ids = range(*ids.indices(self.count))
         ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
         out = np.empty((len(ids), self.seq_len), dtype=np.int32)
-        out[:, 0], out[:, -1] = self.cls_id, self.sep_id
+        first = 1 if self.framed else 0
+        if self.framed:
+            out[:, 0], out[:, -1] = self.cls_id, self.sep_id
         for row, i in enumerate(ids):
-            out[row, 1:-1] = self.tokens[i * self.body:(i + 1) * self.body]
+            out[row, first:first + self.body] = self.tokens[i * self.body:(i + 1) * self.body]
         return out
 
 
@@ -108,7 +112,10 @@ class PreparedCorpus:
         tokens = np.memmap(folder / "tokens.u32", dtype=np.uint32, mode="r", shape=(meta["tokens"],))
         return cls(folder, tokens, meta)
 
-    def blocks(self, seq_len: int, tokenizer) -> PackedBlocks:
+    def blocks(self, seq_len: int, tokenizer, framed: bool = True) -> PackedBlocks:
+        """Blocks of `seq_len`: [CLS] ... [SEP] when `framed` (masked LM), else plain (causal LM)."""
+        if not framed:
+            return PackedBlocks(self.tokens, seq_len, None, None)
         return PackedBlocks(self.tokens, seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
 
 
@@ -148,7 +155,7 @@ def _tokenize_to(path: Path, docs: Iterator[str], tokenizer, num_proc: int, prog
     """Write the token stream of `docs` to `path`; returns counts and throughput."""
     from tqdm.auto import tqdm
 
-    args = (tokenizer.backend_tokenizer.to_str(), tokenizer.sep_token_id)
+    args = (tokenizer.backend_tokenizer.to_str(), document_separator(tokenizer))
     started, tokens, documents, text_bytes = time.perf_counter(), 0, 0, 0
     bar = tqdm(desc="tokenizing", unit=" docs", disable=not progress, file=sys.stderr)
     pool = None

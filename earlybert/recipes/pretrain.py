@@ -1,4 +1,5 @@
-"""Pretraining recipe: data + model + trainer composed; search, early bird, shrink, continued MLM training."""
+"""Pretraining recipe: data + model + trainer composed; search, early bird, shrink, continued training (masked LM
+for encoders, causal LM for decoders)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import adapter_for_type, supported_families
 from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
 
-# Masked-LM pretraining: the encoder families (decoders are searched and shrunk through the Python API for now).
+# New models are encoders trained from scratch with masked LM; decoders continue from `model.init_from`.
 FAMILIES = tuple(f for f in supported_families() if not adapter_for_type(f).decoder)
 
 
@@ -27,7 +28,11 @@ class ModelConfig:
     """The model to pretrain."""
 
     init_from: Annotated[str, PathKind("folder")] = ""
-    """Model folder to start from (plain HF or slim); empty: a new model with the sizes below."""
+    """Model folder to start from (plain HF or slim; a decoder continues with the causal-LM objective); empty: a new
+    encoder with the sizes below."""
+    gguf_file: str = ""
+    """A GGUF file inside model.init_from to load instead of its safetensors (dequantized to fp32), e.g.
+    SmolLM2-135M-Instruct.Q4_1.gguf; the tokenizer comes from it too."""
     family: Annotated[str, Choice(FAMILIES)] = "bert"
     """Family of a new model: bert, roberta, xlm-roberta, electra, distilbert, deberta-v2 or modernbert."""
     hidden_size: Annotated[int, Range(1)] = 768
@@ -51,22 +56,31 @@ class ModelConfig:
         if not self.init_from and self.hidden_size % self.num_heads:
             raise EarlyBertError(f"model.hidden_size={self.hidden_size} is not a multiple of model.num_heads="
                                  f"{self.num_heads}: choose sizes where heads divide the width (e.g. 768 and 12)")
-        if self.init_from and Path(self.init_from).is_dir() and not (Path(self.init_from) / "config.json").is_file():
-            raise EarlyBertError(f"model.init_from={self.init_from} is not a model folder (no config.json): point it "
-                                 "at a save_pretrained folder, or leave it empty for a new model")
-        if self.init_from and decoder_folder(Path(self.init_from)):
-            raise EarlyBertError(f"model.init_from={self.init_from} is a decoder: `earlybert pretrain` "
-                                 f"trains masked-LM encoders ({', '.join(FAMILIES)}); search and shrink a decoder "
-                                 "with earlybert.ticket (see docs/families.md)")
+        if self.gguf_file:
+            if not self.init_from:
+                raise EarlyBertError(f"model.gguf_file={self.gguf_file} needs model.init_from, its folder")
+            if Path(self.init_from).is_dir() and not (Path(self.init_from) / self.gguf_file).is_file():
+                found = sorted(p.name for p in Path(self.init_from).glob("*.gguf"))
+                raise EarlyBertError(f"model.gguf_file={self.gguf_file} is not in {self.init_from}: use one of "
+                                     f"{', '.join(found) or '(no .gguf files there)'}")
+        elif self.init_from and Path(self.init_from).is_dir() and not (Path(self.init_from) / "config.json").is_file():
+            raise EarlyBertError(f"model.init_from={self.init_from} is not a model folder (no config.json): point "
+                                 "it at a save_pretrained folder (or set model.gguf_file) or leave it empty")
 
+    def model_type(self) -> str:
+        """The model type to train: the init_from folder's (its config.json or GGUF header), else model.family."""
+        if not self.init_from:
+            return self.family
+        from transformers import AutoConfig
 
-def decoder_folder(folder: Path) -> bool:
-    """Whether a model folder holds one of the decoder families (read from its config.json, if readable)."""
-    try:
-        family = json.loads((folder / "config.json").read_text()).get("model_type", "").removeprefix("slim_")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return family in supported_families() and family not in FAMILIES
+        try:
+            if self.gguf_file:
+                return AutoConfig.from_pretrained(self.init_from, gguf_file=self.gguf_file).model_type
+            return json.loads((Path(self.init_from) / "config.json").read_text()).get("model_type", "")
+        except (OSError, ValueError, KeyError) as e:
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise EarlyBertError(f"the model in {self.init_from} cannot be read ({reason}): give a save_pretrained "
+                                 "folder or a GGUF file of a supported family") from None
 
 
 @dataclass
@@ -112,18 +126,30 @@ class PretrainConfig:
         return phases
 
 
+def objective_task(cfg: PretrainConfig) -> str:
+    """The pretraining task of the configured model: causal_lm (decoders), pretraining (BERT with NSP) or
+    masked_lm; one line naming the supported families for any other."""
+    adapter = adapter_for_type(cfg.model.model_type().removeprefix("slim_"))
+    if adapter.decoder:
+        if cfg.data.nsp:
+            raise EarlyBertError("data.nsp=true is for BERT encoders: a decoder continues with the causal-LM "
+                                 "objective, set data.nsp=false")
+        return "causal_lm"
+    return "pretraining" if cfg.data.nsp else "masked_lm"
+
+
 def build_model(cfg: PretrainConfig, tokenizer):
-    """A new MLM model from the config sizes, or the one in `model.init_from`."""
+    """A new MLM model from the config sizes, or the one in `model.init_from` (a folder or a GGUF file)."""
     from earlybert.models.checkpoint import load_model
 
-    task = "pretraining" if cfg.data.nsp else "masked_lm"
-    family = cfg.model.family
-    if cfg.model.init_from:
-        family = json.loads((Path(cfg.model.init_from) / "config.json").read_text()).get("model_type", "")
+    task = objective_task(cfg)
+    family = cfg.model.model_type().removeprefix("slim_")
     if task not in adapter_for_type(family).hf_classes:
         raise EarlyBertError(f"data.nsp=true needs a BERT model (next-sentence prediction), not {family!r}: "
                              "set data.nsp=false or model.family=bert")
-    if cfg.model.init_from:
+    if cfg.model.gguf_file:
+        model = load_gguf_model(cfg.model.init_from, cfg.model.gguf_file)
+    elif cfg.model.init_from:
         model = load_model(cfg.model.init_from, task=task)
     else:
         m = cfg.model
@@ -144,6 +170,18 @@ def build_model(cfg: PretrainConfig, tokenizer):
     return model
 
 
+def load_gguf_model(folder: str, name: str):
+    """A causal LM from a GGUF file (dequantized to fp32), with a one-line error if transformers cannot read it."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise EarlyBertError(f"{Path(folder) / name} cannot be loaded ({reason}): give a GGUF file of a supported "
+                             "decoder and install `gguf` (pip install gguf)") from None
+
+
 def special_token_ids(tokenizer) -> dict[str, int]:
     """The tokenizer's special-token ids under the config names every family reads."""
     ids = {"pad_token_id": tokenizer.pad_token_id}
@@ -159,7 +197,7 @@ def get_tokenizer(cfg: PretrainConfig, run_dir: Path):
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
     if cfg.model.init_from:
-        return load_tokenizer(cfg.model.init_from)
+        return load_tokenizer(cfg.model.init_from, cfg.model.gguf_file)
     saved = run_dir / "tokenizer"
     if (saved / "tokenizer.json").is_file():  # resuming: the same vocabulary as before
         return load_tokenizer(str(saved))
@@ -184,6 +222,7 @@ def load_inputs(cfg: PretrainConfig, run_dir: Path, resuming: bool):
     the input, before any folder; the corpus is prepared last (once: later runs find it in the cache)."""
     if cfg.data.streaming and not cfg.data.dataset:
         raise EarlyBertError("data.streaming=true reads a `datasets` source: set data.dataset=NAME")
+    objective_task(cfg)  # the model's family and objective, from its config alone
     tokenizer = get_tokenizer(cfg, run_dir)
     model = build_model(cfg, tokenizer)
     if cfg.search.enabled and cfg.search.fraction_of == "epoch":
@@ -208,7 +247,7 @@ def run(cfg: PretrainConfig) -> dict:
     from earlybert.data.batches import PretrainBatches
     from earlybert.train.distributed import SharedFailures, barrier, setup_distributed
     from earlybert.train.engine import deepspeed_config
-    from earlybert.train.objectives import MaskedLMObjective, PretrainingObjective
+    from earlybert.train.objectives import CausalLMObjective, MaskedLMObjective, PretrainingObjective
     from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
     from earlybert.train.trainer import Trainer
 
@@ -227,14 +266,16 @@ def run(cfg: PretrainConfig) -> dict:
             (run_dir / "data.json").write_text(json.dumps({k: corpus.meta[k] for k in ("corpus_key", "tokenizer_key",
                                                                                      "documents", "tokens")}))
         barrier()
-        phases = cfg.resolved_phases()
+        phases, task = cfg.resolved_phases(), objective_task(cfg)
         batches = PretrainBatches(cfg.data, phases, cfg.train.grad_accum, tokenizer, corpus, dist.rank,
-                                  dist.world_size, cfg.seed, dist.is_main)
+                                  dist.world_size, cfg.seed, dist.is_main, causal=task == "causal_lm")
+        objectives = {"causal_lm": CausalLMObjective, "pretraining": PretrainingObjective,
+                      "masked_lm": MaskedLMObjective}
         torch.manual_seed(cfg.seed + dist.rank)
-        trainer = Trainer(model=model, objective_cls=PretrainingObjective if cfg.data.nsp else MaskedLMObjective,
+        trainer = Trainer(model=model, objective_cls=objectives[task],
                           batches=batches, train=cfg.train, search=cfg.search, search_steps=steps,
-                          checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
-                          seq_len=phases[0].seq_len, mlm_fraction=cfg.data.mlm_probability,
+                          checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist, seq_len=phases[0].seq_len,
+                          mlm_fraction=1.0 if task == "causal_lm" else cfg.data.mlm_probability,
                           save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
                           config_dict=to_dict(cfg), resume_from=resume_from)
         summary = trainer.fit()

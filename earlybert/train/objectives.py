@@ -1,4 +1,5 @@
-"""Training objectives as modules (what DeepSpeed wraps): MLM with logits only at masked positions."""
+"""Training objectives as modules (what DeepSpeed wraps): MLM with logits only at masked positions, causal LM,
+classification and question answering."""
 
 from __future__ import annotations
 
@@ -89,6 +90,26 @@ class PretrainingObjective(MaskedLMObjective):
         loss, stats = self.masked_lm_loss(out.last_hidden_state, labels, loss_denominator)
         nsp = F.cross_entropy(self.model.cls.seq_relationship(out.pooler_output).float(), next_sentence_label)
         return loss + nsp, stats
+
+
+class CausalLMObjective(Objective):
+    """Next-token cross-entropy at every position but the last (decoders; labels are the inputs, -100 ignored)."""
+
+    @staticmethod
+    def count(batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"][:, 1:] != -100).sum())
+
+    def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
+        logits = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).logits[:, :-1]
+        targets = labels[:, 1:]
+        selected = targets != -100
+        summed = F.cross_entropy(logits[selected].float(), targets[selected], reduction="sum")
+        l1 = self.penalty(summed)
+        denominator = selected.sum() if loss_denominator is None else loss_denominator
+        with torch.no_grad():
+            correct = (logits[selected].argmax(-1) == targets[selected]).sum().float()
+            stats = torch.stack([summed.detach(), correct, selected.sum().float(), l1.detach()])
+        return summed / denominator + l1, stats
 
 
 class ClassificationObjective(Objective):
