@@ -19,7 +19,8 @@ def check_paths(args: argparse.Namespace) -> None:
     """Refuse a path argument that is missing or of the wrong kind (a folder for a file, ...), in one line."""
     kinds = dict(PATH_ARGUMENTS.get(args.command, {}))
     if args.command == "evaluate":
-        kinds["data"] = FILE if args.benchmark == "squad" else FOLDER
+        kinds["data"] = FOLDER if args.benchmark == "glue" else FILE
+        kinds["model"] = FOLDER
     for name, kind in kinds.items():
         value = getattr(args, name)
         problem = kind.problem(value) if value is not None else None
@@ -82,7 +83,16 @@ def _draw(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from earlybert.tasks.evaluation import evaluate_glue_files, evaluate_squad_files
 
-    if args.benchmark == "squad":
+    if args.benchmark != "lm" and not args.predictions:
+        raise EarlyBertError(f"evaluate {args.benchmark} needs --predictions FILE")
+    if args.benchmark == "lm":
+        from earlybert.tasks.language_model import evaluate_lm_file
+
+        if not args.model:
+            raise EarlyBertError("evaluate lm needs --model, the folder of a causal LM (e.g. OUTPUT_DIR/model)")
+        scores = evaluate_lm_file(args.model, args.data, args.seq_len, args.max_blocks, args.batch_size,
+                                  args.gguf_file)
+    elif args.benchmark == "squad":
         scores = evaluate_squad_files(args.data, args.predictions, args.na_prob_file)
     else:
         if not args.task:
@@ -145,10 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing ticket file")
     p.set_defaults(func=_draw)
 
-    p = sub.add_parser("evaluate", help="score predictions like the official GLUE and SQuAD scripts")
-    p.add_argument("benchmark", choices=["squad", "glue"])
-    p.add_argument("--data", required=True, help="SQuAD dev JSON, or a GLUE task folder with its dev file")
-    p.add_argument("--predictions", required=True, help="predictions.json (SQuAD) or index<TAB>prediction TSV (GLUE)")
+    p = sub.add_parser("evaluate", help="score predictions like the official GLUE and SQuAD scripts, or a causal "
+                       "LM's held-out perplexity (lm)")
+    p.add_argument("benchmark", choices=["squad", "glue", "lm"])
+    p.add_argument("--data", required=True, help="SQuAD dev JSON, a GLUE task folder with its dev file, or (lm) a "
+                   "held-out text file (.txt or .gz, documents separated by blank lines)")
+    p.add_argument("--predictions", default=None, help="predictions.json (SQuAD) or index<TAB>prediction TSV (GLUE)")
+    p.add_argument("--model", default=None, help="lm: the causal LM's folder")
+    p.add_argument("--gguf-file", default="", help="lm: a GGUF file in --model to load instead")
+    p.add_argument("--seq-len", type=int, default=128, help="lm: tokens per block (default 128)")
+    p.add_argument("--max-blocks", type=int, default=200, help="lm: blocks scored, from the file's start (default 200)")
+    p.add_argument("--batch-size", type=int, default=8, help="lm: blocks per forward pass (default 8)")
     p.add_argument("--task", default="", help="GLUE task name")
     p.add_argument("--na-prob-file", default=None, help="SQuAD v2.0: question id -> no-answer score JSON")
     p.set_defaults(func=_evaluate)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from earlybert.ticket.ticket import Ticket
-from tests.conftest import REPO, kill_at_step, load_without_earlybert, run_earlybert, smollm2_file
+from tests.conftest import REPO, SHARED, kill_at_step, load_without_earlybert, run_earlybert, smollm2_file
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +75,21 @@ def test_a_decoder_searches_shrinks_and_ends_as_a_stock_llama(decoder_run, tmp_p
     ours = AutoModelForCausalLM.from_pretrained(decoder_run / "model").eval()
     with torch.no_grad():
         torch.testing.assert_close(stock["logits"], ours(ids).logits)
+
+
+def test_evaluate_lm_scores_held_out_text_better_after_training_than_before(decoder_run, tiny_llama, tmp_path):
+    held_out = SHARED / "data" / "corpus" / "sotu.txt.gz"  # speeches, never seen in training (pydoc's help)
+    scores = {}
+    for name, folder in (("before", tiny_llama), ("after", decoder_run / "model")):
+        result = run_earlybert("evaluate", "lm", "--model", str(folder), "--data", str(held_out), "--seq-len", "32",
+                               "--max-blocks", "40")
+        assert result.returncode == 0, result.stderr[-2000:]
+        scores[name] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert scores["before"]["tokens"] == scores["after"]["tokens"] == 40 * 31
+    assert scores["before"]["perplexity"] > 400  # an untrained model of 512 tokens is near uniform
+    assert scores["after"]["perplexity"] < 0.8 * scores["before"]["perplexity"]
+    refused = run_earlybert("evaluate", "lm", "--model", str(tmp_path), "--data", str(held_out))
+    assert refused.returncode == 2 and "is not a model folder (no config.json)" in refused.stderr
 
 
 def test_a_decoder_run_killed_after_the_draw_resumes_to_identical_weights(decoder_run, tiny_llama, pydoc_corpus,

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig
@@ -45,6 +46,18 @@ def load_model(path: str | os.PathLike, task: str | None = None, **kwargs) -> nn
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # corrupt or truncated weights, bad shapes
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise EarlyBertError(f"the weights in {path} cannot be loaded ({reason}): re-save the model folder") from None
+
+
+def load_gguf_model(folder: str, name: str):
+    """A causal LM from a GGUF file (dequantized to fp32), with a one-line error if transformers cannot read it."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise EarlyBertError(f"{Path(folder) / name} cannot be loaded ({reason}): give a GGUF file of a supported "
+                             "decoder and install `gguf` (pip install gguf)") from None
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:

@@ -140,7 +140,7 @@ def objective_task(cfg: PretrainConfig) -> str:
 
 def build_model(cfg: PretrainConfig, tokenizer):
     """A new MLM model from the config sizes, or the one in `model.init_from` (a folder or a GGUF file)."""
-    from earlybert.models.checkpoint import load_model
+    from earlybert.models.checkpoint import load_gguf_model, load_model
 
     task = objective_task(cfg)
     family = cfg.model.model_type().removeprefix("slim_")
@@ -168,18 +168,6 @@ def build_model(cfg: PretrainConfig, tokenizer):
         raise EarlyBertError(f"sequence length {longest} exceeds the model's {limit} position embeddings: "
                              "lower data.seq_len (or the phases' seq_len) or raise model.max_position_embeddings")
     return model
-
-
-def load_gguf_model(folder: str, name: str):
-    """A causal LM from a GGUF file (dequantized to fp32), with a one-line error if transformers cannot read it."""
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError, ImportError) as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise EarlyBertError(f"{Path(folder) / name} cannot be loaded ({reason}): give a GGUF file of a supported "
-                             "decoder and install `gguf` (pip install gguf)") from None
 
 
 def special_token_ids(tokenizer) -> dict[str, int]:
