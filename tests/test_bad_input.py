@@ -204,6 +204,9 @@ CASES = {
     "empty dataset": (ft(data="{emptytask}"), "train.tsv holds no examples"),
     "SQuAD answer_start mismatch": (ft(task="squad", data="{squad}", kind="squad"), "has answer_start"),
     "SQuAD task on the GLUE command": (ft(task="squad"), "belongs to `earlybert finetune squad`"),
+    "distillation without a search": (ft("mode=full", "distill.alpha=0.5"),
+                                      "distill.alpha=0.5 needs a ticket search (the dense model at the draw is the "
+                                      "teacher), and mode=full has none"),
     "perplexity of an encoder": (["evaluate", "lm", "--model", "{bert}", "--data", "{corpus}"],
                                  "holds a bert encoder: evaluate lm scores causal LMs (llama, qwen2, qwen3)"),
     "evaluate glue without predictions": (["evaluate", "glue", "--task", "sst2", "--data", "{sst2}"],

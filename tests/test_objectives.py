@@ -75,3 +75,32 @@ def test_causal_lm_objective_equals_hugging_face_next_token_loss():
     expected = model(input_ids=ids, labels=labels).loss
     torch.testing.assert_close(loss, expected)
     assert CausalLMObjective.count({"labels": labels}) == int(stats[2]) == 3 * 11 - 7
+
+
+def test_distillation_mixes_the_teachers_kl_into_the_loss_and_trains_only_the_student():
+    import copy
+
+    import torch.nn.functional as F
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from earlybert.train.objectives import ClassificationObjective
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    student, teacher = BertForSequenceClassification(config), BertForSequenceClassification(config)
+    ids, labels = torch.randint(60, (4, 9)), torch.tensor([0, 2, 1, 2])
+    plain, _ = ClassificationObjective(student)(ids, torch.ones_like(ids), labels)
+    objective = ClassificationObjective(student)
+    objective.set_teacher(copy.deepcopy(student), alpha=0.25, temperature=2.0)
+    same, _ = objective(ids, torch.ones_like(ids), labels)  # a teacher equal to the student adds nothing
+    torch.testing.assert_close(same, 0.75 * plain)
+    objective.set_teacher(teacher, alpha=0.25, temperature=2.0)
+    loss, stats = objective(ids, torch.ones_like(ids), labels)
+    s, t = student(ids).logits / 2, teacher(ids).logits.detach() / 2
+    kl = (F.softmax(t, -1) * (F.log_softmax(t, -1) - F.log_softmax(s, -1))).sum() / 4
+    torch.testing.assert_close(loss, 0.75 * plain + 0.25 * 4 * kl)
+    torch.testing.assert_close(stats[0] / 4, plain)  # the logged loss stays the task loss
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert {id(p) for p in objective.parameters()} == {id(p) for p in student.parameters()}

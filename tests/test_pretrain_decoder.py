@@ -106,6 +106,27 @@ def test_a_decoder_run_killed_after_the_draw_resumes_to_identical_weights(decode
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
 
 
+def test_distillation_from_the_dense_model_at_the_draw_resumes_to_identical_weights(decoder_run, tiny_llama,
+                                                                                     pydoc_corpus, tmp_path):
+    args = decoder_args(tmp_path / "run", tiny_llama, pydoc_corpus, decoder_run.parent / "cache", "distill.alpha=0.5")
+    done = run_earlybert(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "teacher.safetensors").is_file()
+    drawn = json.loads((tmp_path / "run" / "summary.json").read_text())["ticket_step"]
+    distilled = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    plain = load_file(str(decoder_run / "model" / "model.safetensors"))
+    assert not torch.equal(distilled["model.layers.0.mlp.down_proj.weight"],
+                           plain["model.layers.0.mlp.down_proj.weight"])  # the teacher term changed training
+    args = decoder_args(tmp_path / "killed", tiny_llama, pydoc_corpus, decoder_run.parent / "cache",
+                        "distill.alpha=0.5")
+    kill_at_step(args, tmp_path / "killed", drawn + 7)
+    result = run_earlybert(*args, "resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = load_file(str(tmp_path / "killed" / "model" / "model.safetensors"))
+    for name, tensor in distilled.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
+
+
 def test_smollm2_from_its_gguf_file_continues_pretraining_into_a_stock_llama(pydoc_corpus, tmp_path):
     gguf = smollm2_file()
     result = run_earlybert("pretrain", "--config", SMOLLM2, f"output_dir={tmp_path / 'run'}",

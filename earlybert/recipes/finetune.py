@@ -16,7 +16,14 @@ from earlybert.config import Choice, PathKind, Range, check_config, config_from_
 from earlybert.dsee.config import DseeConfig
 from earlybert.errors import EarlyBertError
 from earlybert.tasks.glue import TASKS
-from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+from earlybert.train.trainer_config import (
+    CheckpointConfig,
+    DistillConfig,
+    LogConfig,
+    SearchConfig,
+    TrainConfig,
+    check_distill,
+)
 
 MODES = ("full", "earlybert", "random", "slim", "dsee")
 TASK_NAMES = (*TASKS, "custom", "squad", "squad_v2")
@@ -79,6 +86,7 @@ class FinetuneConfig:
     """A full-mode run folder of the same task: summary.json reports the training time saved against it."""
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     dsee: DseeConfig = field(default_factory=DseeConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -147,6 +155,7 @@ def load_inputs(cfg: FinetuneConfig):
     cfg.search.enabled = cfg.mode == "earlybert"
     # Fine-tuning tickets rewind to the pretrained weights (the authors' protocol) unless told otherwise.
     steps = cfg.search.resolve(t.max_steps, epoch_steps, "rewind") if cfg.search.enabled else None
+    check_distill(cfg.distill, steps is not None and not cfg.search.ticket, f"mode={cfg.mode}")
     return tokenizer, kind, data, features, model, objective, steps
 
 
@@ -198,7 +207,7 @@ def fit(cfg: FinetuneConfig, model, objective, features, steps, run_dir: Path, r
     trainer = Trainer(model=model, objective_cls=objective, batches=batches, train=t, search=cfg.search,
                       search_steps=steps, checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist,
                       seq_len=cfg.max_seq_len, save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
-                      config_dict=to_dict(cfg), resume_from=resume_from)
+                      config_dict=to_dict(cfg), resume_from=resume_from, distill=cfg.distill)
     return trainer.fit()
 
 

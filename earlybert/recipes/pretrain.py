@@ -17,7 +17,14 @@ from earlybert.data.corpus import DataConfig, cached_wordpiece, load_tokenizer, 
 from earlybert.data.prepare import check_cache_dir, corpus_key, prepare
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import adapter_for_type, supported_families
-from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+from earlybert.train.trainer_config import (
+    CheckpointConfig,
+    DistillConfig,
+    LogConfig,
+    SearchConfig,
+    TrainConfig,
+    check_distill,
+)
 
 # New models are encoders trained from scratch with masked LM; decoders continue from `model.init_from`.
 FAMILIES = tuple(f for f in supported_families() if not adapter_for_type(f).decoder)
@@ -111,6 +118,7 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     phases: list[PhaseConfig] = field(default_factory=list)
@@ -218,6 +226,7 @@ def load_inputs(cfg: PretrainConfig, run_dir: Path, resuming: bool):
                              "fractions of the run (fraction_of=run)")
     # Pretraining continues from the searched weights (the search steps count toward the run) unless told otherwise.
     steps = cfg.search.resolve(cfg.train.max_steps, None, "continue") if cfg.search.enabled else None
+    check_distill(cfg.distill, steps is not None and not cfg.search.ticket, "this run (no search or a given ticket)")
     if steps is not None and steps.weights == "rewind" and steps.slim_steps > cfg.train.max_steps:
         raise EarlyBertError(f"search.rewind_length={cfg.search.rewind_length:g} makes the rewound slim stage longer "
                              f"than the {cfg.train.max_steps} steps of data the run's phases hold: use "
@@ -265,7 +274,7 @@ def run(cfg: PretrainConfig) -> dict:
                           checkpoint=cfg.checkpoint, log=cfg.log, run_dir=run_dir, dist=dist, seq_len=phases[0].seq_len,
                           mlm_fraction=1.0 if task == "causal_lm" else cfg.data.mlm_probability,
                           save_extras=lambda folder: tokenizer.save_pretrained(str(folder)),
-                          config_dict=to_dict(cfg), resume_from=resume_from)
+                          config_dict=to_dict(cfg), resume_from=resume_from, distill=cfg.distill)
         summary = trainer.fit()
         if dist.is_main:
             write_summary(run_dir, summary)

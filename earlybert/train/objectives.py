@@ -36,6 +36,29 @@ class Objective(nn.Module):
         self.model = model
         self.lambda_heads = lambda_heads
         self.lambda_ffn = lambda_ffn
+        # Kept outside the module tree, so that DeepSpeed neither trains, partitions nor checkpoints it.
+        self.__dict__["teacher"] = None
+        self.distill_alpha, self.distill_temperature = 0.0, 1.0
+
+    def set_teacher(self, teacher: nn.Module, alpha: float, temperature: float) -> None:
+        """Mix a frozen teacher's logits into the loss from now on (see `distilled`)."""
+        self.__dict__["teacher"] = teacher.eval().requires_grad_(False)
+        self.distill_alpha, self.distill_temperature = alpha, temperature
+
+    def distilled(self, summed: torch.Tensor, logits: torch.Tensor, teacher_logits, share: float = 1.0) -> torch.Tensor:
+        """(1 - alpha) x the summed task loss + alpha x share x the summed T^2 x KL(teacher || student) over the
+        same rows (squared error for a single regression output); `teacher_logits(model)` gives the teacher's."""
+        if self.teacher is None or not self.distill_alpha:
+            return summed
+        with torch.no_grad():
+            target = teacher_logits(self.teacher).float()
+        student, t = logits.float(), self.distill_temperature
+        if student.shape[-1] == 1:
+            teacher_term = F.mse_loss(student, target, reduction="sum")
+        else:
+            teacher_term = t * t * F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(target / t, dim=-1),
+                                            reduction="sum", log_target=True)
+        return (1 - self.distill_alpha) * summed + self.distill_alpha * share * teacher_term
 
     @staticmethod
     def count(batch: dict[str, torch.Tensor]) -> int:
@@ -63,22 +86,26 @@ class MaskedLMObjective(Objective):
     ~15% masked positions first gives the same loss at a fraction of the cost, on every device.
     """
 
-    def masked_lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor, loss_denominator) -> tuple:
-        """(summed loss / denominator + L1, stats) from the encoder's hidden states at the masked positions."""
+    def masked_lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor, loss_denominator, inputs=None) -> tuple:
+        """(summed loss / denominator + L1, stats) from the encoder's hidden states at the masked positions
+        (`inputs`: the model inputs, for a teacher)."""
         selected = labels != -100
         logits = get_adapter(self.model).mlm_logits(self.model, hidden[selected])
         targets = labels[selected]
         summed = F.cross_entropy(logits.float(), targets, reduction="sum")
+        loss = self.distilled(summed, logits, lambda m: get_adapter(m).mlm_logits(
+            m, m.base_model(**inputs).last_hidden_state[selected]))
         denominator = targets.numel() if loss_denominator is None else loss_denominator
         l1 = self.penalty(summed)
         with torch.no_grad():
             correct = (logits.argmax(-1) == targets).sum().float()
             stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(targets.numel())), l1.detach()])
-        return summed / denominator + l1, stats
+        return loss / denominator + l1, stats
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
-        out = self.model.base_model(**self.model_inputs(input_ids, attention_mask, token_type_ids))
-        return self.masked_lm_loss(out.last_hidden_state, labels, loss_denominator)
+        inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
+        out = self.model.base_model(**inputs)
+        return self.masked_lm_loss(out.last_hidden_state, labels, loss_denominator, inputs)
 
 
 class PretrainingObjective(MaskedLMObjective):
@@ -86,8 +113,9 @@ class PretrainingObjective(MaskedLMObjective):
 
     def forward(self, input_ids, attention_mask, labels, next_sentence_label, token_type_ids=None,
                 loss_denominator=None):
-        out = self.model.base_model(**self.model_inputs(input_ids, attention_mask, token_type_ids))
-        loss, stats = self.masked_lm_loss(out.last_hidden_state, labels, loss_denominator)
+        inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
+        out = self.model.base_model(**inputs)
+        loss, stats = self.masked_lm_loss(out.last_hidden_state, labels, loss_denominator, inputs)
         nsp = F.cross_entropy(self.model.cls.seq_relationship(out.pooler_output).float(), next_sentence_label)
         return loss + nsp, stats
 
@@ -100,16 +128,18 @@ class CausalLMObjective(Objective):
         return int((batch["labels"][:, 1:] != -100).sum())
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
-        logits = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).logits[:, :-1]
+        inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
         targets = labels[:, 1:]
         selected = targets != -100
-        summed = F.cross_entropy(logits[selected].float(), targets[selected], reduction="sum")
+        logits = self.model(**inputs).logits[:, :-1][selected]
+        summed = F.cross_entropy(logits.float(), targets[selected], reduction="sum")
+        loss = self.distilled(summed, logits, lambda m: m(**inputs).logits[:, :-1][selected])
         l1 = self.penalty(summed)
         denominator = selected.sum() if loss_denominator is None else loss_denominator
         with torch.no_grad():
-            correct = (logits[selected].argmax(-1) == targets[selected]).sum().float()
+            correct = (logits.argmax(-1) == targets[selected]).sum().float()
             stats = torch.stack([summed.detach(), correct, selected.sum().float(), l1.detach()])
-        return summed / denominator + l1, stats
+        return loss / denominator + l1, stats
 
 
 class ClassificationObjective(Objective):
@@ -120,17 +150,19 @@ class ClassificationObjective(Objective):
         return int(batch["labels"].numel())
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None, loss_denominator=None):
-        logits = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids)).logits
+        inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
+        logits = self.model(**inputs).logits
         if logits.shape[-1] == 1:
             summed = F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction="sum")
             correct = torch.zeros((), device=logits.device)
         else:
             summed = F.cross_entropy(logits.float(), labels, reduction="sum")
             correct = (logits.argmax(-1) == labels).sum().float().detach()
+        loss = self.distilled(summed, logits, lambda m: m(**inputs).logits)
         l1 = self.penalty(summed)
         denominator = labels.numel() if loss_denominator is None else loss_denominator
         stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(labels.numel())), l1.detach()])
-        return summed / denominator + l1, stats
+        return loss / denominator + l1, stats
 
 
 class QuestionAnsweringObjective(Objective):
@@ -142,13 +174,19 @@ class QuestionAnsweringObjective(Objective):
 
     def forward(self, input_ids, attention_mask, start_positions, end_positions, token_type_ids=None,
                 loss_denominator=None):
-        out = self.model(**self.model_inputs(input_ids, attention_mask, token_type_ids))
+        inputs = self.model_inputs(input_ids, attention_mask, token_type_ids)
+        out = self.model(**inputs)
         summed = (F.cross_entropy(out.start_logits.float(), start_positions, reduction="sum")
                   + F.cross_entropy(out.end_logits.float(), end_positions, reduction="sum")) / 2
+
+        def spans(found):  # start and end distributions as rows; their term is halved as the task loss is
+            return torch.cat([found.start_logits, found.end_logits])
+
+        loss = self.distilled(summed, spans(out), lambda m: spans(m(**inputs)), share=0.5)
         with torch.no_grad():
             correct = ((out.start_logits.argmax(-1) == start_positions)
                        & (out.end_logits.argmax(-1) == end_positions)).sum().float()
         l1 = self.penalty(summed)
         denominator = start_positions.numel() if loss_denominator is None else loss_denominator
         stats = torch.stack([summed.detach(), correct, summed.new_tensor(float(start_positions.numel())), l1.detach()])
-        return summed / denominator + l1, stats
+        return loss / denominator + l1, stats

@@ -27,6 +27,7 @@ from earlybert.ticket.coefficients import detach_coefficients, ffn_coefficients,
 from earlybert.ticket.search import SearchSteps, TicketSearch
 from earlybert.ticket.shrink import prune_plan, shrink_model
 from earlybert.ticket.ticket import Ticket
+from earlybert.train.distill import placed, restore_teacher, take_teacher
 from earlybert.train.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, broadcast_object
 from earlybert.train.draw_check import DrawCheck
 from earlybert.train.engine import (
@@ -42,7 +43,7 @@ from earlybert.train.engine import (
 from earlybert.train.logger import RunLogger
 from earlybert.train.objectives import Objective, Stat
 from earlybert.train.run_checkpoint import RunCheckpointer, latest_checkpoint
-from earlybert.train.trainer_config import CheckpointConfig, LogConfig, SearchConfig, TrainConfig
+from earlybert.train.trainer_config import CheckpointConfig, DistillConfig, LogConfig, SearchConfig, TrainConfig
 
 Batches = Callable[[int], list[dict[str, torch.Tensor]]]
 
@@ -66,8 +67,9 @@ class Trainer:
                  search_steps: SearchSteps | None, run_dir: Path, dist: DistInfo, seq_len: int,
                  mlm_fraction: float = 1.0,
                  save_extras: Callable[[Path], None] | None = None, config_dict: dict | None = None,
-                 resume_from: Path | None = None):
+                 resume_from: Path | None = None, distill: DistillConfig | None = None):
         self.train, self.search, self.ckpt_cfg = train, search, checkpoint
+        self.distill, self.teacher = distill or DistillConfig(), None
         self.objective_cls, self.batches, self.run_dir, self.dist = objective_cls, batches, Path(run_dir), dist
         self.seq_len, self.mlm_fraction, self.save_extras = seq_len, mlm_fraction, save_extras
         # None when nothing is searched (full baseline, a given ticket).
@@ -125,6 +127,9 @@ class Trainer:
                                        self.search.lambda_ffn if searching else 0.0)
         engine = build_engine(objective, self.train, self.dist, self.search.coefficient_lr if searching else 0.0,
                               clip_outside=True, config=self.ds_config)  # `_check_gradients` clips
+        if self.teacher is not None and self.stage == Stage.SLIM:
+            objective.set_teacher(placed(self.teacher, engine.module.model), self.distill.alpha,
+                                  self.distill.temperature)
         engine.train()  # from_pretrained leaves models in eval mode: dropout must be on while training
         return engine
 
@@ -141,6 +146,8 @@ class Trainer:
         if (folder / "ticket.json").is_file():
             self.ticket = Ticket.from_dict(json.loads((folder / "ticket.json").read_text()))
         if self.stage == Stage.SLIM:
+            if self.distill.alpha:
+                self.teacher = restore_teacher(model, self.ticket_search.attach, self.run_dir)
             adapter = get_adapter(model)
             config = adapter.slim_config.from_dict(json.loads((folder / "slim_config.json").read_text()))
             model = adapter.slim_classes[self.task](config)
@@ -310,6 +317,8 @@ class Trainer:
         full = consolidated_copy(model)
         rewind = self.ticket_search.steps.weights == "rewind"
         self.draw_check.drawn(self.step, rewind)
+        if self.distill.alpha:
+            self.teacher = take_teacher(full, self.run_dir, self.dist.is_main)
         if rewind:
             self.slim_start, self.end_step = self.step, self.step + self.ticket_search.steps.slim_steps
             self.logger.print(f"rewinding: the slim model trains {self.ticket_search.steps.slim_steps} steps from the "

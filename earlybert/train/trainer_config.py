@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from earlybert.config import Choice, PathKind, Range, check_config
+from earlybert.errors import EarlyBertError
 from earlybert.ticket.search import SearchConfig  # noqa: F401  (re-exported: configs import it from here)
 from earlybert.train.logger import BACKENDS
 
@@ -54,6 +55,24 @@ class TrainConfig:
         progress = (step - self.warmup_steps) / max(1, (total or self.max_steps) - self.warmup_steps)
         remaining = max(0.0, 1.0 - progress)
         return self.lr * (remaining if self.schedule == "linear" else remaining**self.poly_power)
+
+
+@dataclass
+class DistillConfig:
+    """Distillation while the slim model trains: the dense model at the draw is a frozen teacher."""
+
+    alpha: Annotated[float, Range(0, 1)] = 0.0
+    """Weight of the teacher term: loss = (1 - alpha) x task loss + alpha x T^2 x KL(teacher || student) on the
+    logits; 0: off. Needs a search (the teacher is the searched model at the draw)."""
+    temperature: Annotated[float, Range(0, open_low=True)] = 2.0
+    """Softmax temperature T of both distributions in the teacher term."""
+
+
+def check_distill(distill: DistillConfig, searching: bool, what: str) -> None:
+    """Refuse a teacher term in a run without a search: the teacher is the searched model at the draw."""
+    if distill.alpha and not searching:
+        raise EarlyBertError(f"distill.alpha={distill.alpha:g} needs a ticket search (the dense model at the draw is "
+                             f"the teacher), and {what} has none: set distill.alpha=0 or search for a ticket")
 
 
 @dataclass
