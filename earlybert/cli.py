@@ -12,6 +12,7 @@ from earlybert.errors import EarlyBertError
 FILE, FOLDER = PathKind("file"), PathKind("folder")
 # Each subcommand's path arguments and the kind of path each must be, checked before the command runs.
 PATH_ARGUMENTS = {"shrink": {"model": FOLDER, "ticket": FILE}, "info": {"model": FOLDER}, "draw": {"run_dir": FOLDER},
+                  "oneshot": {"model": FOLDER, "data": FILE},
                   "evaluate": {"predictions": FILE, "na_prob_file": FILE}, "report": {"run_dir": FOLDER}}
 
 
@@ -78,6 +79,17 @@ def _draw(args: argparse.Namespace) -> None:
                            ffn_scope=args.ffn_scope, overwrite=args.overwrite)
     print(f"wrote {args.output} (coefficients of step {ticket.metadata['step']}): heads kept "
           f"{ticket.layer_heads()}, ffn kept {ticket.layer_ffn()}")
+
+
+def _oneshot(args: argparse.Namespace) -> None:
+    from earlybert.recipes.oneshot import run_oneshot
+    from earlybert.ticket.masks import MaskSpec
+
+    spec = MaskSpec(args.heads_ratio, args.ffn_ratio, args.ffn_scope, args.min_heads_per_layer, args.ffn_round_to,
+                    args.kv_groups)
+    ticket = run_oneshot(args.model, args.method, args.output, spec, args.data, args.gguf_file, args.seq_len,
+                         args.blocks, args.batch_size, args.overwrite)
+    print(f"wrote {args.output} ({args.method}): heads kept {ticket.layer_heads()}, ffn kept {ticket.layer_ffn()}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -154,6 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="ticket file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing ticket file")
     p.set_defaults(func=_draw)
+
+    p = sub.add_parser("oneshot", help="a ticket at step 0 from one-shot importance: magnitude, wanda (|W| x ||x||) "
+                       "or flap (fluctuation), for search.ticket=FILE")
+    p.add_argument("--model", required=True, help="model folder (or the folder of --gguf-file)")
+    p.add_argument("--method", required=True, help="magnitude, wanda or flap")
+    p.add_argument("--data", default=None, help="calibration text (.txt or .gz; wanda and flap)")
+    p.add_argument("--gguf-file", default="", help="a GGUF file in --model to load instead")
+    p.add_argument("--blocks", type=int, default=32, help="calibration blocks (default 32)")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration block (default 128)")
+    p.add_argument("--batch-size", type=int, default=8, help="blocks per forward pass (default 8)")
+    p.add_argument("--heads-ratio", type=float, default=1 / 3, help="fraction of heads pruned per layer (1/3)")
+    p.add_argument("--ffn-ratio", type=float, default=0.4, help="fraction of FFN neurons pruned (0.4)")
+    p.add_argument("--ffn-scope", default="global", choices=["global", "layer"], help="FFN ranking scope")
+    p.add_argument("--ffn-round-to", type=int, default=8, help="kept FFN widths a multiple of this (8)")
+    p.add_argument("--min-heads-per-layer", type=int, default=1, help="never keep fewer heads (1)")
+    p.add_argument("--kv-groups", default="keep", choices=["keep", "prune"], help="grouped-query heads (keep)")
+    p.add_argument("--output", required=True, help="ticket file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing ticket file")
+    p.set_defaults(func=_oneshot)
 
     p = sub.add_parser("evaluate", help="score predictions like the official GLUE and SQuAD scripts, or a causal "
                        "LM's held-out perplexity (lm)")

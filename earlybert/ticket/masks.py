@@ -189,7 +189,7 @@ def draw_ticket(model: nn.Module, spec: MaskSpec | None = None, **metadata: Any)
     heads, ffn = spec.masks(heads_c, ffn_c)
     return Ticket.from_masks(
         model.config.model_type, heads, ffn, coefficients={"heads": heads_c, "ffn": ffn_c},
-        **_spec_metadata(spec), **metadata,
+        **spec_metadata(spec), **metadata,
     )
 
 
@@ -213,7 +213,7 @@ def random_ticket(model: nn.Module, spec: MaskSpec | None = None, seed: int = 0,
             heads = [_keep_top(s, sum(row)) for s, row in zip(head_scores, like.heads)]
         widths = _random_widths(ffn_scores, sum(map(sum, like.ffn)), spec.ffn_round_to)
         ffn = [_keep_top(s, k) for s, k in zip(ffn_scores, widths)]
-    return Ticket.from_masks(model.config.model_type, heads, ffn, random_seed=seed, **_spec_metadata(spec), **metadata)
+    return Ticket.from_masks(model.config.model_type, heads, ffn, random_seed=seed, **spec_metadata(spec), **metadata)
 
 
 def with_kv_heads(spec: MaskSpec, model: nn.Module) -> MaskSpec:
@@ -239,7 +239,8 @@ def _random_widths(scores: Sequence[torch.Tensor], total: int, round_to: int) ->
     return widths
 
 
-def _spec_metadata(spec: MaskSpec) -> dict[str, Any]:
+def spec_metadata(spec: MaskSpec) -> dict[str, Any]:
+    """The spec's settings as a ticket stores them."""
     return {"heads_ratio": spec.heads_ratio, "ffn_ratio": spec.ffn_ratio, "ffn_scope": spec.ffn_scope,
             "min_heads_per_layer": spec.min_heads_per_layer, "ffn_round_to": spec.ffn_round_to,
             **({"kv_groups": spec.kv_groups} if spec.kv_heads else {})}
