@@ -169,3 +169,13 @@ def test_smollm2_shrinks_to_a_stock_llama_that_generates_as_the_masked_model(tmp
     assert result["class"] == "LlamaForCausalLM" and result["tied"] and result["heads"] == 6
     with torch.no_grad():  # 30 layers of folded fp32 weights: logits of about 10 agree to a few 1e-4
         assert torch.allclose(result["logits"], model(ids).logits, atol=1e-3)
+
+
+def test_a_head_ratio_the_kv_groups_cannot_share_is_refused_with_the_nearest_valid_counts():
+    model = tiny_decoder("llama", num_attention_heads=9, num_key_value_heads=3, hidden_size=72, head_dim=8)
+    with pytest.raises(EarlyBertError, match=r"heads_ratio=0.25 prunes 2 of 9 heads a layer, but with kv_groups=keep "
+                                             r"each of the 3 KV groups must lose the same number: prune 0 or 3 heads "
+                                             r"\(heads_ratio 0 or 0.3333\)"):
+        draw_ticket(searched(model), MaskSpec(heads_ratio=0.25, ffn_ratio=0.25))
+    ticket = draw_ticket(model, MaskSpec(heads_ratio=0.25, ffn_ratio=0.25, kv_groups="prune"))
+    assert ticket.layer_heads() == [6, 6]  # a quarter of 3 groups rounds to one whole group

@@ -227,6 +227,10 @@ def load_inputs(cfg: PretrainConfig, run_dir: Path, resuming: bool):
     # Pretraining continues from the searched weights (the search steps count toward the run) unless told otherwise.
     steps = cfg.search.resolve(cfg.train.max_steps, None, "continue") if cfg.search.enabled else None
     check_distill(cfg.distill, steps is not None and not cfg.search.ticket, "this run (no search or a given ticket)")
+    if steps is not None:
+        from earlybert.ticket.masks import with_kv_heads
+
+        with_kv_heads(cfg.search.spec(), model)  # a head ratio the KV groups cannot share stops here
     if steps is not None and steps.weights == "rewind" and steps.slim_steps > cfg.train.max_steps:
         raise EarlyBertError(f"search.rewind_length={cfg.search.rewind_length:g} makes the rewound slim stage longer "
                              f"than the {cfg.train.max_steps} steps of data the run's phases hold: use "

@@ -40,6 +40,20 @@ def _keep_top(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return mask
 
 
+def check_grouped_ratio(n: int, kv_heads: int, prune_ratio: float, kv_groups: str) -> None:
+    """With kv_groups=keep, refuse a head ratio whose count of `n` heads the KV groups cannot share evenly, naming
+    the nearest counts that they can (multiples of the group count). `prune` rounds the ratio to whole groups."""
+    wanted = prune_count(n, prune_ratio)
+    if kv_groups != "keep" or wanted % kv_heads == 0:
+        return
+    below, above = kv_heads * (wanted // kv_heads), min(kv_heads * (wanted // kv_heads + 1), n - kv_heads)
+    counts = sorted({below, above})
+    raise EarlyBertError(f"heads_ratio={prune_ratio:g} prunes {wanted} of {n} heads a layer, but with kv_groups=keep "
+                         f"each of the {kv_heads} KV groups must lose the same number: prune "
+                         f"{' or '.join(map(str, counts))} heads (heads_ratio "
+                         f"{' or '.join(f'{c / n:.4g}' for c in counts)}), or set kv_groups=prune")
+
+
 def _head_cuts(scores: torch.Tensor, prune_ratio: float, min_heads: int, kv_heads: int | None,
                kv_groups: str) -> list[tuple[torch.Tensor, int]]:
     """One layer's head ranking as (scores, how many to keep) per cut: the layer, each KV group (`keep`), or the
@@ -47,6 +61,7 @@ def _head_cuts(scores: torch.Tensor, prune_ratio: float, min_heads: int, kv_head
     n = scores.numel()
     if not kv_heads or kv_heads in (1, n):  # no grouped-query attention: one cut per layer
         return [(scores, max(n - prune_count(n, prune_ratio), min(min_heads, n)))]
+    check_grouped_ratio(n, kv_heads, prune_ratio, kv_groups)
     size = n // kv_heads
     blocks = scores.reshape(kv_heads, size)
     if kv_groups == "keep":  # the same number of heads leaves every group, so every KV head stays
@@ -217,8 +232,12 @@ def random_ticket(model: nn.Module, spec: MaskSpec | None = None, seed: int = 0,
 
 
 def with_kv_heads(spec: MaskSpec, model: nn.Module) -> MaskSpec:
-    """`spec` with the model's KV heads per layer filled in (grouped-query decoders; unchanged for others)."""
+    """`spec` with the model's KV heads per layer filled in (grouped-query decoders; unchanged for others); refuses a
+    head ratio the KV groups cannot share (so a run stops on it before it starts)."""
     counts = kv_head_counts(model)
+    for n, kv in zip(layer_sizes(model)[0], counts or []):
+        if kv not in (1, n):
+            check_grouped_ratio(n, kv, spec.heads_ratio, spec.kv_groups)
     return replace(spec, kv_heads=counts or None)
 
 
