@@ -82,6 +82,18 @@ def test_streamed_blocks_match_prepared_blocks_and_wrap_and_resume(tokenizer, tm
     assert np.array_equal(fresh.take(np.array([1])), packed[[1]])  # going back restarts the stream
 
 
+def test_unframed_streamed_blocks_match_unframed_prepared_blocks(tokenizer, tmp_path):
+    from earlybert.data.corpus import StreamingBlocks
+
+    docs = [f"the sea and the ship number {i} sailed far" for i in range(40)]
+    (tmp_path / "docs.txt").write_text("\n\n".join(docs))
+    cfg = DataConfig(train_files=[str(tmp_path / "docs.txt")], cache_dir=str(tmp_path / "cache"))
+    packed = prepare(cfg, tokenizer, log=lambda _: None).blocks(16, tokenizer, framed=False)
+    stream = StreamingBlocks(lambda: iter(docs), tokenizer, 16, framed=False)
+    assert np.array_equal(stream.take(np.arange(0, 5)), packed[:5])
+    assert packed[0][0] != tokenizer.cls_token_id
+
+
 def test_sentence_pairs_for_next_sentence_prediction(tokenizer):
     from earlybert.data.corpus import sentence_pairs
 

@@ -58,6 +58,23 @@ def test_prepared_blocks_are_the_document_stream_cut_with_cls_and_sep(corpus, tm
         prepared.blocks(len(stream) + 10, tokenizer)
 
 
+def test_causal_lm_blocks_are_plain_runs_of_a_stream_whose_documents_end_with_eos(corpus, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    wordpiece = train_wordpiece([f"sentence number {i} about whales ships and the sea." for i in range(300)], 200)
+    decoder_tok = PreTrainedTokenizerFast(tokenizer_object=wordpiece.backend_tokenizer, eos_token="[SEP]")
+    assert decoder_tok.sep_token_id is None  # a decoder's tokenizer: documents end with its end-of-sequence token
+    prepared = prep.prepare(config(corpus, tmp_path), decoder_tok, log=lambda _: None)
+    eos = decoder_tok.eos_token_id
+    stream = []
+    for doc in read_documents([str(corpus)]):
+        stream += decoder_tok(doc, add_special_tokens=False)["input_ids"] + [eos]
+    assert np.array_equal(np.asarray(prepared.tokens), np.asarray(stream, dtype=np.uint32))
+    blocks = prepared.blocks(16, decoder_tok, framed=False)
+    assert len(blocks) == len(stream) // 16
+    assert list(blocks[2]) == stream[32:48]  # no [CLS] ... [SEP] frame: every position is text
+
+
 def test_the_second_prepare_finds_the_cache_and_tokenizes_nothing(corpus, tmp_path, tokenizer, monkeypatch):
     first = prep.prepare(config(corpus, tmp_path), tokenizer, log=lambda _: None)
     monkeypatch.setattr(prep, "_tokenize_to", lambda *a: pytest.fail("tokenized again"))
