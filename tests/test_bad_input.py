@@ -46,6 +46,7 @@ def env(tmp_path_factory, pydoc_corpus):
                          "allpruned": {"heads": [[0, 0, 0, 0], [1, 1, 1, 1]]}}.items():
         (root / f"{name}.json").write_text(json.dumps({**good.to_dict(), **change}))
     (root / "notjson.json").write_text("{")
+    Ticket("bert", heads=[[1, 1, 0, 1], [1, 1, 1, 1]], ffn=[[1] * 40 + [0] * 8] * 2).save(root / "uneven.json")
     (root / "modernbert.json").write_text(json.dumps({**good.to_dict(), "model_type": "modernbert"}))
     corrupt = root / "corrupt"
     tiny_model("bert").save_pretrained(corrupt)
@@ -207,6 +208,12 @@ CASES = {
     "distillation without a search": (ft("mode=full", "distill.alpha=0.5"),
                                       "distill.alpha=0.5 needs a ticket search (the dense model at the draw is the "
                                       "teacher), and mode=full has none"),
+    "uniform tickets from a global FFN ranking": (pre("search.uniform=true"),
+                                                  "search.uniform=true needs search.ffn_scope=layer"),
+    "a non-uniform ticket where a uniform one is required": (
+        pre("search.uniform=true", "search.ffn_scope=layer", "search.ticket={root}/uneven.json"),
+        "search.ticket={root}/uneven.json keeps different sizes in layers 1 than in layer 0 (layer 0: 3 heads, 40 "
+        "neurons, layer 1: 4 heads, 40 neurons)"),
     "perplexity of an encoder": (["evaluate", "lm", "--model", "{bert}", "--data", "{corpus}"],
                                  "holds a bert encoder: evaluate lm scores causal LMs (llama, qwen2, qwen3)"),
     "evaluate glue without predictions": (["evaluate", "glue", "--task", "sst2", "--data", "{sst2}"],

@@ -156,6 +156,7 @@ def load_inputs(cfg: FinetuneConfig):
     # Fine-tuning tickets rewind to the pretrained weights (the authors' protocol) unless told otherwise.
     steps = cfg.search.resolve(t.max_steps, epoch_steps, "rewind") if cfg.search.enabled else None
     check_distill(cfg.distill, steps is not None and not cfg.search.ticket, f"mode={cfg.mode}")
+    cfg.search.check_given_ticket()
     if cfg.mode in ("earlybert", "random"):
         from earlybert.ticket.masks import with_kv_heads
 

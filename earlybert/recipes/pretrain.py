@@ -227,6 +227,7 @@ def load_inputs(cfg: PretrainConfig, run_dir: Path, resuming: bool):
     # Pretraining continues from the searched weights (the search steps count toward the run) unless told otherwise.
     steps = cfg.search.resolve(cfg.train.max_steps, None, "continue") if cfg.search.enabled else None
     check_distill(cfg.distill, steps is not None and not cfg.search.ticket, "this run (no search or a given ticket)")
+    cfg.search.check_given_ticket()
     if steps is not None:
         from earlybert.ticket.masks import with_kv_heads
 

@@ -61,6 +61,9 @@ class SearchConfig:
     ffn_round_to: Annotated[int, Range(1)] = 8
     """Round each layer's kept FFN width to a multiple of this: matmul kernels run widths off a multiple of 8 below
     their FLOP rate; 64 suits tensor cores best; 1 = off."""
+    uniform: bool = False
+    """Require the same head count and FFN width in every layer (a slim decoder then saves as its family's stock
+    config): needs ffn_scope=layer, and a given search.ticket must be uniform."""
     kv_groups: Annotated[str, Choice(KV_GROUPS)] = "keep"
     """Grouped-query attention (Llama, Qwen): prune the same number of query heads in every KV group, so the KV
     heads stay (keep), or remove whole KV groups with their query heads (prune)."""
@@ -81,10 +84,18 @@ class SearchConfig:
 
     def __post_init__(self):
         check_config(self, paths=False)  # built in Python, not read by `from_dict`: the declared domains too
+        if self.uniform and self.ffn_scope != "layer":
+            raise EarlyBertError(f"search.uniform=true needs search.ffn_scope=layer (a {self.ffn_scope} ranking gives "
+                                 "layers different widths)")
         for name in ("check_every", "draw_at", "max_search_steps"):
             value = getattr(self, name)
             if value >= 1 and value != int(value):
                 raise EarlyBertError(f"search.{name}={value} is neither a fraction (< 1) nor a whole step count")
+
+    def check_given_ticket(self) -> None:
+        """With search.uniform, refuse a given search.ticket whose layers differ (before any run folder)."""
+        if self.uniform and self.ticket:
+            Ticket.load(self.ticket).check_uniform(f"search.ticket={self.ticket}")
 
     def spec(self) -> MaskSpec:
         """The mask spec these settings describe."""

@@ -40,6 +40,16 @@ class Ticket:
         """FFN neurons kept per layer."""
         return [sum(f) for f in self.ffn]
 
+    def check_uniform(self, source: str) -> None:
+        """Refuse a ticket whose layers keep different head counts or FFN widths, naming the layers that differ."""
+        sizes = list(zip(self.layer_heads(), self.layer_ffn()))
+        odd = [i for i, size in enumerate(sizes) if size != sizes[0]]
+        if odd:
+            shown = ", ".join(f"layer {i}: {sizes[i][0]} heads, {sizes[i][1]} neurons" for i in [0, *odd[:3]])
+            raise EarlyBertError(f"{source} keeps different sizes in layers {', '.join(map(str, odd))} than in layer 0 "
+                                 f"({shown}), and search.uniform=true needs the same in every layer: draw it with "
+                                 "ffn_scope=layer, or set search.uniform=false")
+
     def to_dict(self) -> dict[str, Any]:
         head_counts = {len(h) for h in self.heads}
         ffn_counts = {len(f) for f in self.ffn}
