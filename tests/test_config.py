@@ -106,3 +106,12 @@ def test_auto_on_this_machine_is_fp32_on_cpu():
 
     assert TrainConfig().deepspeed_config == "auto"
     assert precision(deepspeed_config(TrainConfig(), 1)) == "fp32 ZeRO-0"
+
+
+def test_the_shipped_smollm2_config_asks_for_uniform_gqa_tickets():
+    from tests.conftest import REPO
+
+    cfg = load_config(PretrainConfig, REPO / "configs/pretrain/smollm2-135m.yaml")
+    assert cfg.model.gguf_file.endswith(".gguf") and not cfg.model.init_from
+    assert (cfg.search.uniform, cfg.search.ffn_scope, cfg.search.kv_groups) == (True, "layer", "keep")
+    assert round(9 * cfg.search.heads_ratio) == 3 and cfg.search.ffn_ratio == 0.5  # 6 of 9 heads, MLP 768 of 1536
