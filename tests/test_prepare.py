@@ -72,7 +72,7 @@ def test_causal_lm_blocks_are_plain_runs_of_a_stream_whose_documents_end_with_eo
     assert np.array_equal(np.asarray(prepared.tokens), np.asarray(stream, dtype=np.uint32))
     blocks = prepared.blocks(16, decoder_tok, framed=False)
     assert len(blocks) == len(stream) // 16
-    assert list(blocks[2]) == stream[32:48]  # no [CLS] ... [SEP] frame: every position is text
+    assert list(blocks[2][0]) == stream[32:48]  # no [CLS] ... [SEP] frame: every position is text
 
 
 def test_the_second_prepare_finds_the_cache_and_tokenizes_nothing(corpus, tmp_path, tokenizer, monkeypatch):

@@ -63,10 +63,9 @@ class ModelConfig:
         if not self.init_from and self.hidden_size % self.num_heads:
             raise EarlyBertError(f"model.hidden_size={self.hidden_size} is not a multiple of model.num_heads="
                                  f"{self.num_heads}: choose sizes where heads divide the width (e.g. 768 and 12)")
-        if self.gguf_file:
-            if not self.init_from:
-                raise EarlyBertError(f"model.gguf_file={self.gguf_file} needs model.init_from, its folder")
-            if Path(self.init_from).is_dir() and not (Path(self.init_from) / self.gguf_file).is_file():
+        folder = Path(self.init_from)
+        if self.gguf_file:  # alone it is the shipped SmolLM2 config's file name; init_from comes on the command line
+            if self.init_from and folder.is_dir() and not (folder / self.gguf_file).is_file():
                 found = sorted(p.name for p in Path(self.init_from).glob("*.gguf"))
                 raise EarlyBertError(f"model.gguf_file={self.gguf_file} is not in {self.init_from}: use one of "
                                      f"{', '.join(found) or '(no .gguf files there)'}")
@@ -76,6 +75,8 @@ class ModelConfig:
 
     def model_type(self) -> str:
         """The model type to train: the init_from folder's (its config.json or GGUF header), else model.family."""
+        if self.gguf_file and not self.init_from:
+            raise EarlyBertError(f"model.gguf_file={self.gguf_file} needs model.init_from, its folder")
         if not self.init_from:
             return self.family
         from transformers import AutoConfig
