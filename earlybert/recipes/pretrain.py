@@ -16,7 +16,7 @@ from earlybert.config import Choice, PathKind, Range, check_config, config_from_
 from earlybert.data.corpus import DataConfig, cached_wordpiece, load_tokenizer, sample_documents
 from earlybert.data.prepare import check_cache_dir, corpus_key, prepare
 from earlybert.errors import EarlyBertError
-from earlybert.models.adapters import adapter_for_type, supported_families
+from earlybert.models.adapters import adapter_for_type, get_adapter, supported_families
 from earlybert.train.trainer_config import (
     CheckpointConfig,
     DistillConfig,
@@ -135,10 +135,10 @@ class PretrainConfig:
         return phases
 
 
-def objective_task(cfg: PretrainConfig) -> str:
-    """The pretraining task of the configured model: causal_lm (decoders), pretraining (BERT with NSP) or
-    masked_lm; one line naming the supported families for any other."""
-    adapter = adapter_for_type(cfg.model.model_type().removeprefix("slim_"))
+def objective_task(cfg: PretrainConfig, family: str) -> str:
+    """The pretraining task of a model of `family`: causal_lm (decoders), pretraining (BERT with NSP) or masked_lm;
+    one line naming the supported families for any other."""
+    adapter = adapter_for_type(family)
     if adapter.decoder:
         if cfg.data.nsp:
             raise EarlyBertError("data.nsp=true is for BERT encoders: a decoder continues with the causal-LM "
@@ -147,12 +147,11 @@ def objective_task(cfg: PretrainConfig) -> str:
     return "pretraining" if cfg.data.nsp else "masked_lm"
 
 
-def build_model(cfg: PretrainConfig, tokenizer):
-    """A new MLM model from the config sizes, or the one in `model.init_from` (a folder or a GGUF file)."""
+def build_model(cfg: PretrainConfig, tokenizer, task: str, family: str):
+    """A new MLM model from the config sizes, or the one in `model.init_from` (a folder or a GGUF file), with the
+    head of `task` (`objective_task`) for a model of `family`."""
     from earlybert.models.checkpoint import load_gguf_model, load_model
 
-    task = objective_task(cfg)
-    family = cfg.model.model_type().removeprefix("slim_")
     if task not in adapter_for_type(family).hf_classes:
         raise EarlyBertError(f"data.nsp=true needs a BERT model (next-sentence prediction), not {family!r}: "
                              "set data.nsp=false or model.family=bert")
@@ -219,9 +218,10 @@ def load_inputs(cfg: PretrainConfig, run_dir: Path, resuming: bool):
     the input, before any folder; the corpus is prepared last (once: later runs find it in the cache)."""
     if cfg.data.streaming and not cfg.data.dataset:
         raise EarlyBertError("data.streaming=true reads a `datasets` source: set data.dataset=NAME")
-    objective_task(cfg)  # the model's family and objective, from its config alone
+    family = cfg.model.model_type().removeprefix("slim_")  # from its config alone: bad input stops here
+    task = objective_task(cfg, family)
     tokenizer = get_tokenizer(cfg, run_dir)
-    model = build_model(cfg, tokenizer)
+    model = build_model(cfg, tokenizer, task, family)
     if cfg.search.enabled and cfg.search.fraction_of == "epoch":
         raise EarlyBertError("search.fraction_of=epoch is for fine-tuning: pretraining lengths are steps or "
                              "fractions of the run (fraction_of=run)")
@@ -269,7 +269,7 @@ def run(cfg: PretrainConfig) -> dict:
             (run_dir / "data.json").write_text(json.dumps({k: corpus.meta[k] for k in ("corpus_key", "tokenizer_key",
                                                                                      "documents", "tokens")}))
         barrier()
-        phases, task = cfg.resolved_phases(), objective_task(cfg)
+        phases, task = cfg.resolved_phases(), get_adapter(model).task_of(model)
         batches = PretrainBatches(cfg.data, phases, cfg.train.grad_accum, tokenizer, corpus, dist.rank,
                                   dist.world_size, cfg.seed, dist.is_main, causal=task == "causal_lm")
         objectives = {"causal_lm": CausalLMObjective, "pretraining": PretrainingObjective,
