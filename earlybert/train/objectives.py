@@ -182,7 +182,8 @@ class QuestionAnsweringObjective(Objective):
         def spans(found):  # start and end distributions as rows; their term is halved as the task loss is
             return torch.cat([found.start_logits, found.end_logits])
 
-        loss = self.distilled(summed, spans(out), lambda m: spans(m(**inputs)), share=0.5)
+        loss = summed if self.teacher is None else self.distilled(summed, spans(out), lambda m: spans(m(**inputs)),
+                                                                 share=0.5)
         with torch.no_grad():
             correct = ((out.start_logits.argmax(-1) == start_positions)
                        & (out.end_logits.argmax(-1) == end_positions)).sum().float()
