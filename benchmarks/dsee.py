@@ -1,7 +1,7 @@
 """DSEE against full fine-tuning for the same epochs, per task over seeds (MiniLM-L6 on bbc-topic and spam-subjects).
 
-    python -m benchmarks.dsee --model MINILM_DIR [--out runs/dsee] [--seeds 1 2 3] [--shared ../shared/data] \
-        [KEY=VALUE ...]
+    python -m benchmarks.dsee --model MINILM_DIR [--out runs/dsee] [--seeds 1 2 3] [--tasks bbc-topic spam-subjects] \
+        [--shared ../shared/data] [KEY=VALUE ...]
 
 Full runs use configs/finetune/glue.yaml, DSEE runs configs/finetune/dsee.yaml (plus any KEY=VALUE overrides), both
 3 epochs on the tasks cut as in the payoff benchmark; finished runs are skipped. OUT/dsee.json and OUT/dsee.md hold
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/dsee")
     parser.add_argument("--shared", default="../shared/data", help="folder holding bbc-topic and spam-subjects")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--tasks", nargs="+", choices=SHARED_TASKS, default=list(SHARED_TASKS))
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides for the DSEE runs")
     args = parser.parse_args()
     if not (Path(args.model) / "config.json").is_file():
@@ -81,7 +82,7 @@ def main() -> None:
     offline_environment()
     data = build_shared_tasks(Path(args.out) / "tasks", Path(args.shared))
     rows = [task_row(task, {mode: [run_once(mode, task, data[task], s, args) for s in args.seeds]
-                            for mode in CONFIGS}) for task in SHARED_TASKS]
+                            for mode in CONFIGS}) for task in args.tasks]
     write_json(Path(args.out) / "dsee.json", {"machine": machine_info(), "seeds": args.seeds,
                                               "overrides": args.overrides, "rows": rows})
     (Path(args.out) / "dsee.md").write_text(markdown(rows))

@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("prepare", help="tokenize a pretraining corpus into the cache once, in parallel: --config FILE "
                    "[key=value ...] (the pretraining config)")
     sub.add_parser("finetune", help="fine-tune: glue|squad --config FILE [key=value ...] (--help: keys)")
-    sub.add_parser("compare", help="full vs earlybert vs random over seeds: --config FINETUNE.yaml [key=value ...] "
-                                   "[compare.key=value ...] (--help: keys)")
+    sub.add_parser("compare", help="full vs earlybert vs random (and one-shot tickets in pretraining) over seeds: "
+                                   "--config FINETUNE.yaml|PRETRAIN.yaml [key=value ...] [compare.key=value ...] "
+                                   "(--help: keys)")
 
     p = sub.add_parser("shrink", help="apply a ticket to a model folder and save the slim model")
     p.add_argument("--model", required=True, help="model folder (a plain HF model of a supported family, or slim)")

@@ -108,8 +108,9 @@ def make_tiny_bert(folder: Path) -> Path:
     return make_tiny_model(folder, "bert")
 
 
-def make_tiny_model(folder: Path, family: str) -> Path:
-    """A 2-layer random base model of `family` with a small WordPiece tokenizer, saved as a model folder."""
+def make_tiny_model(folder: Path, family: str, **overrides) -> Path:
+    """A 2-layer random base model of `family` (config `overrides` on top) with a small WordPiece tokenizer, saved
+    as a model folder."""
     import torch
 
     from earlybert.data.corpus import train_wordpiece
@@ -120,7 +121,7 @@ def make_tiny_model(folder: Path, family: str) -> Path:
     tokenizer = train_wordpiece([sentence(rng, 12) + " what is the answer river moon owns who ?" for _ in range(200)]
                                 + [str(i) for i in range(100)], vocab_size=200)
     torch.manual_seed(0)
-    extras = {**FAMILY_EXTRAS.get(family, {}), "pad_token_id": tokenizer.pad_token_id}
+    extras = {**FAMILY_EXTRAS.get(family, {}), "pad_token_id": tokenizer.pad_token_id, **overrides}
     adapter = adapter_for_type(family)
     config = adapter.new_config(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=4,
                                 intermediate_size=48, max_positions=128 + adapter.position_offset,

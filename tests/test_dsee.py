@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 from earlybert.recipes.finetune import main as finetune_main
 from tests.conftest import REPO, random_inputs
-from tests.task_fixtures import make_glue_task, make_tiny_bert
+from tests.task_fixtures import make_glue_task, make_tiny_bert, make_tiny_model
 
 DSEE_YAML = str(REPO / "configs/finetune/dsee.yaml")
 FAST = ["epochs=2", "train.micro_batch_size=8", "eval_batch_size=16", "log.progress_bar=false", "dsee.rank=4",
@@ -84,4 +84,28 @@ def test_bad_dsee_settings_are_one_line_exit_2_and_create_nothing(inputs, tmp_pa
                           f"output_dir={tmp_path / 'run'}", *FAST, *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_dsee_on_a_grouped_query_llama_removes_as_many_heads_from_every_kv_group(tmp_path, capsys):
+    llama = {"model": make_tiny_model(tmp_path / "llama", "llama", num_key_value_heads=2),
+             "data": make_glue_task("sst2", tmp_path / "sst2")}
+    summary = dsee(llama, tmp_path / "run", capsys, "dsee.heads_ratio=0.5")
+    assert summary["dsee"]["targets"] == 4  # q_proj and v_proj of both layers by default
+    assert (summary["dsee"]["heads_removed"], summary["dsee"]["heads"]) == (4, 8)
+    for row in json.loads((tmp_path / "run" / "ticket.json").read_text())["heads"]:
+        assert sum(row[:2]) == sum(row[2:]) == 1  # one query head left beside each of the 2 KV heads
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert (config["num_attention_heads"], config["num_key_value_heads"]) == (2, 2)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "model").eval()
+    assert type(model).__name__.endswith("LlamaForSequenceClassification")
+
+
+def test_a_head_ratio_the_kv_groups_cannot_share_is_refused_before_training(tmp_path, capsys):
+    llama = {"model": make_tiny_model(tmp_path / "llama", "llama", num_key_value_heads=2),
+             "data": make_glue_task("sst2", tmp_path / "sst2")}
+    code = finetune_main(["glue", "--config", DSEE_YAML, f"model={llama['model']}", f"data_dir={llama['data']}",
+                          f"output_dir={tmp_path / 'run'}", *FAST])  # 0.25 of 4 heads: 1, not one per KV group
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "each of the 2 KV groups must lose the same number" in err[0]
     assert not (tmp_path / "run").exists()

@@ -16,27 +16,6 @@ pytestmark = pytest.mark.slow
 SMOLLM2 = str(REPO / "configs/pretrain/smollm2-135m.yaml")
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, pydoc_corpus) -> Path:
-    """A Llama of 6 query heads over 2 KV heads (head_dim 16 in hidden 48), tied embeddings, with a byte-level BPE
-    tokenizer trained on the corpus (no [SEP]: documents end with the end-of-text token)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    bpe.train([str(pydoc_corpus)], trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=512, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
-                         num_key_value_heads=2, head_dim=16, intermediate_size=128, max_position_embeddings=128,
-                         tie_word_embeddings=True, eos_token_id=0, bos_token_id=0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
-
-
 def decoder_args(run_dir: Path, model: Path, corpus: Path, cache: Path, *extra: str) -> list[str]:
     """The shipped SmolLM2 config at tiny sizes: 40 steps of 4 x 32 tokens, search over the first 20."""
     return ["pretrain", "--config", SMOLLM2, f"output_dir={run_dir}", f"model.init_from={model}", "model.gguf_file=",

@@ -13,9 +13,10 @@ from earlybert.dsee.prune import HEAD_SCORES
 from earlybert.dsee.update import UpdateShape, attach_updates, low_rank_plus_sparse, magnitude_support
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter
+from earlybert.ticket.masks import KV_GROUPS
 
 # The query and value projections of each family (fused ones whole): the defaults of LoRA and DSEE.
-QUERY_VALUE = ("query", "value", "query_proj", "value_proj", "q_lin", "v_lin", "Wqkv")
+QUERY_VALUE = ("query", "value", "query_proj", "value_proj", "q_lin", "v_lin", "Wqkv", "q_proj", "v_proj")
 
 
 @dataclass
@@ -24,7 +25,7 @@ class DseeConfig:
 
     targets: list[str] = field(default_factory=list)
     """Last name component of the linears that get an update (e.g. [query, value]); empty: each family's query
-    and value projections (ModernBERT: its fused Wqkv)."""
+    and value projections (ModernBERT: its fused Wqkv; Llama and Qwen: q_proj and v_proj)."""
     rank: Annotated[int, Range(0)] = 8
     """Rank r of the low-rank part B A (0: sparse part only)."""
     alpha: Annotated[float, Range(0, open_low=True)] = 16.0
@@ -43,6 +44,9 @@ class DseeConfig:
     """structured: fraction of heads removed in each layer."""
     head_score: Annotated[str, Choice(HEAD_SCORES)] = "update"
     """structured: rank heads by the magnitude of their update (update) or of their merged weights (merged)."""
+    kv_groups: Annotated[str, Choice(KV_GROUPS)] = "keep"
+    """structured, grouped-query decoders: remove the same number of query heads from every KV group (keep), or
+    whole KV groups with their query heads (prune)."""
     sparsity: Annotated[float, Range(0, 1, open_low=True, open_high=True)] = 0.5
     """unstructured: fraction of each targeted matrix's merged weights set to zero."""
     retrain_epochs: Annotated[float, Range(0)] = 1.0

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from earlybert.errors import EarlyBertError
-from earlybert.models.adapters import get_adapter, head_size
-from earlybert.ticket.masks import head_masks
+from earlybert.models.adapters import get_adapter, head_size, kv_head_counts, layer_sizes
+from earlybert.ticket.masks import check_grouped_ratio, head_masks
 from earlybert.ticket.ticket import Ticket
 
 HEAD_SCORES = ("update", "merged")
@@ -42,14 +42,25 @@ def head_scores(model: nn.Module, pretrained: nn.Module, targets: list[str], sco
     return scores
 
 
+def check_head_groups(model: nn.Module, dsee) -> None:
+    """With dsee.prune=structured, refuse a dsee.heads_ratio that a grouped-query model's KV groups cannot share
+    evenly (before any training)."""
+    if dsee.prune != "structured":
+        return
+    for n, kv in zip(layer_sizes(model)[0], kv_head_counts(model)):
+        if kv not in (1, n):
+            check_grouped_ratio(n, kv, dsee.heads_ratio, dsee.kv_groups)
+
+
 def structured_ticket(model: nn.Module, pretrained: nn.Module, targets: list[str], heads_ratio: float,
-                      score: str = "update") -> Ticket:
-    """A ticket pruning the lowest-scoring `heads_ratio` of the heads in every layer and no FFN neuron."""
+                      score: str = "update", kv_groups: str = "keep") -> Ticket:
+    """A ticket pruning the lowest-scoring `heads_ratio` of the heads in every layer and no FFN neuron; in a
+    grouped-query model as many from every KV group (`keep`) or whole groups (`prune`)."""
     scores = head_scores(model, pretrained, targets, score)
     widths = [p.ffn_out.in_features for p in get_adapter(model).layer_parts(model)]
-    return Ticket.from_masks(model.config.model_type, head_masks(scores, heads_ratio),
-                             [torch.ones(w, dtype=torch.int64) for w in widths], method="dsee", head_score=score,
-                             heads_ratio=heads_ratio)
+    masks = head_masks(scores, heads_ratio, kv_heads=kv_head_counts(model) or None, kv_groups=kv_groups)
+    return Ticket.from_masks(model.config.model_type, masks, [torch.ones(w, dtype=torch.int64) for w in widths],
+                             method="dsee", head_score=score, heads_ratio=heads_ratio)
 
 
 def magnitude_masks(model: nn.Module, targets: list[str], sparsity: float) -> dict[str, torch.Tensor]:

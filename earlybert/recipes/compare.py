@@ -48,15 +48,20 @@ class CompareConfig:
     """Steps of an untimed full-model run before the first timed one (imports, caches); 0: none."""
 
     def __post_init__(self):
-        if not self.modes:
-            raise EarlyBertError(f"compare.modes is empty: use some of {', '.join(MODES)}")
-        if not self.seeds:
-            raise EarlyBertError("compare.seeds is empty: give at least one seed, e.g. compare.seeds=[1,2,3]")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise EarlyBertError(f"compare.seeds={self.seeds} repeats a seed: give distinct seeds")
-        for pair in self.ratios:
-            if len(pair) != 2:
-                raise EarlyBertError(f"compare.ratios entry {pair} is not [heads_ratio, ffn_ratio]")
+        check_plan(self.modes, self.seeds, self.ratios, MODES)
+
+
+def check_plan(modes: list[str], seeds: list[int], ratios: list[list[float]], known: tuple[str, ...]) -> None:
+    """Refuse an empty mode or seed list, a repeated seed and a ratio entry that is not a pair."""
+    if not modes:
+        raise EarlyBertError(f"compare.modes is empty: use some of {', '.join(known)}")
+    if not seeds:
+        raise EarlyBertError("compare.seeds is empty: give at least one seed, e.g. compare.seeds=[1,2,3]")
+    if len(set(seeds)) != len(seeds):
+        raise EarlyBertError(f"compare.seeds={seeds} repeats a seed: give distinct seeds")
+    for pair in ratios:
+        if len(pair) != 2:
+            raise EarlyBertError(f"compare.ratios entry {pair} is not [heads_ratio, ffn_ratio]")
 
 
 @dataclass(frozen=True)
@@ -300,19 +305,42 @@ def run(cmp: CompareConfig, path: str | None, overrides: list[str]) -> list[dict
     return rows
 
 
+def is_pretraining(path: str | None, overrides: list[str]) -> bool:
+    """Whether a config (YAML and overrides) is a pretraining one: it has a data, phases or distill section, or a
+    model section rather than a model folder."""
+    import yaml
+
+    raw = yaml.safe_load(Path(path).read_text()) if path and Path(path).is_file() else None
+    raw = raw if isinstance(raw, dict) else {}
+    keys = set(raw) | {o.split("=", 1)[0].split(".", 1)[0] for o in overrides}
+    return bool(keys & {"data", "phases", "distill"}) or isinstance(raw.get("model"), dict) or any(
+        o.startswith("model.") for o in overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `earlybert compare`."""
+    """Entry point of `earlybert compare` (a fine-tuning or a pretraining config)."""
+    from earlybert.recipes import compare_pretrain
+    from earlybert.recipes.pretrain import PretrainConfig
+
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if any(a in ("-h", "--help") for a in argv):
-            print("usage: earlybert compare --config FINETUNE.yaml [key=value ...] [compare.key=value ...]\n"
-                  "\ncompare keys:\n" + "\n".join(help_text(CompareConfig, "compare.")) +
-                  "\n\nevery other key: see `earlybert finetune glue --help`")
+            print("usage: earlybert compare --config FINETUNE.yaml|PRETRAIN.yaml [key=value ...] "
+                  "[compare.key=value ...]\n\ncompare keys, fine-tuning configs:\n" +
+                  "\n".join(help_text(CompareConfig, "compare.")) + "\n\ncompare keys, pretraining configs:\n" +
+                  "\n".join(help_text(compare_pretrain.PretrainCompareConfig, "compare.")) +
+                  "\n\nevery other key: see `earlybert finetune glue --help` or `earlybert pretrain --help`")
             return 0
         compare_args = [a.removeprefix("compare.") for a in argv if a.startswith("compare.")]
         rest = [a for a in argv if not a.startswith("compare.")]
-        cmp = config_from_cli(CompareConfig, compare_args, "earlybert compare", prefix="compare.")
         path, overrides = split_cli(rest, "earlybert compare", FinetuneConfig)
+        if is_pretraining(path, overrides):
+            cmp = config_from_cli(compare_pretrain.PretrainCompareConfig, compare_args, "earlybert compare",
+                                  prefix="compare.")
+            load_config(PretrainConfig, path, overrides)  # unknown keys fail here, before any run
+            compare_pretrain.run(cmp, path, overrides)
+            return 0
+        cmp = config_from_cli(CompareConfig, compare_args, "earlybert compare", prefix="compare.")
         load_config(FinetuneConfig, path, overrides)  # unknown keys fail here, before any run
         run(cmp, path, overrides)
     except EarlyBertError as e:

@@ -27,7 +27,8 @@ def prune(cfg, merged, pretrained, targets: list[str], run_dir: Path, is_main: b
     from earlybert.ticket.shrink import shrink_model
 
     if cfg.dsee.prune == "structured":
-        ticket = structured_ticket(merged, pretrained, targets, cfg.dsee.heads_ratio, cfg.dsee.head_score)
+        ticket = structured_ticket(merged, pretrained, targets, cfg.dsee.heads_ratio, cfg.dsee.head_score,
+                                   cfg.dsee.kv_groups)
         if is_main:
             ticket.save(run_dir / "ticket.json")
         before = sum(layer_sizes(merged)[0])
@@ -37,6 +38,16 @@ def prune(cfg, merged, pretrained, targets: list[str], run_dir: Path, is_main: b
     apply_masks(merged, masks)
     return merged, masks, {"weights_zeroed": sum(int((m == 0).sum()) for m in masks.values()),
                            "weights_in_targets": sum(m.numel() for m in masks.values())}
+
+
+def check_dsee_run(cfg, model) -> None:
+    """Refuse what the DSEE stages could not finish with, before any folder: a resume other than auto, a head ratio
+    the KV groups cannot share."""
+    from earlybert.dsee.prune import check_head_groups
+
+    if cfg.resume not in ("", "auto"):
+        raise EarlyBertError(f"mode=dsee resumes its own stages: use resume=auto, not resume={cfg.resume}")
+    check_head_groups(model, cfg.dsee)
 
 
 def retrain_steps(cfg) -> int:
@@ -58,18 +69,17 @@ def run_dsee(cfg) -> dict:
     from earlybert.train.run_checkpoint import check_run_dir, resolve_resume, start_run_dir, write_summary
 
     check_config(cfg)
-    if cfg.resume not in ("", "auto"):
-        raise EarlyBertError(f"mode=dsee resumes its own stages: use resume=auto, not resume={cfg.resume}")
     staged = cfg.dsee.prune != "none"
     run_dir = Path(cfg.output_dir)
     first_dir = run_dir / "dense" if staged else run_dir
     check_run_dir(run_dir, cfg.resume, cfg.overwrite)
     tokenizer, kind, data, features, model, objective, _ = load_inputs(cfg)
+    check_dsee_run(cfg, model)
     full = accounting(model, cfg.max_seq_len)
     pretrained = copy.deepcopy(model)
     targets = add_updates(model, cfg.dsee, cfg.seed)
-    record = {"targets": len(targets), "trainable_params": trainable_parameters(model)}
-    record["trainable_share"] = record["trainable_params"] / full["params"]
+    trained = trainable_parameters(model)
+    record = {"targets": len(targets), "trainable_params": trained, "trainable_share": trained / full["params"]}
     deepspeed_config(cfg.train, int(os.environ.get("WORLD_SIZE", "1")))
     dist = setup_distributed()
     with SharedFailures("earlybert finetune"):
