@@ -7,7 +7,7 @@ import pytest
 
 from earlybert.recipes.compare import is_pretraining
 from earlybert.recipes.compare import main as compare_main
-from earlybert.recipes.compare_pretrain import PretrainCompareConfig, aggregate, chosen_variants, run_config
+from earlybert.recipes.compare_pretrain import PretrainCompareConfig, aggregate, chosen_variants, markdown, run_config
 from earlybert.ticket.ticket import Ticket
 from tests.conftest import REPO, SHARED
 
@@ -45,18 +45,23 @@ def test_only_searched_runs_distill_and_step0_tickets_are_given_to_the_others(tm
     assert not run_config(SMOLLM2, base, full, 1, tmp_path / "f").search.ticket
 
 
-def test_time_saved_is_against_the_mean_full_run_and_perplexity_is_a_mean_over_seeds():
-    def run(variant, seed, time_s, ppl):
+def test_time_saved_is_against_the_mean_full_run_and_a_step0_tickets_seconds_stand_apart():
+    def run(variant, seed, time_s, ppl, step=None):
         return {"variant": variant, "mode": variant, "ratios": None, "seed": seed, "final_loss": 3.0,
-                "heldout_perplexity": ppl, "heldout_loss": None, "train_time_s": time_s, "ticket_s": 0.0,
-                "ticket_step": None, "drawn_by": None, "steps": 10, "params": 100 if variant == "full" else 60,
-                "flops_per_token": 10}
+                "heldout_perplexity": ppl, "heldout_loss": None, "train_time_s": time_s,
+                "ticket_s": 30.0 if variant == "wanda" else 0.0, "ticket_step": step, "drawn_by": None, "steps": 10,
+                "params": 100_000_000 if variant == "full" else 60_000_000, "flops_per_token": 10}
 
-    rows = aggregate([run("full", 1, 100.0, 50.0), run("full", 2, 110.0, 52.0), run("earlybert", 1, 63.0, 60.0),
-                      run("earlybert", 2, 84.0, 70.0)])
-    searched = rows[1]
-    assert searched["time_saved"] == pytest.approx(1 - 73.5 / 105.0)
-    assert searched["perplexity"] == pytest.approx(65.0) and searched["perplexity_std"] == pytest.approx(7.0711, 1e-4)
+    rows = aggregate([run("full", 1, 100.0, 50.0), run("full", 2, 110.0, 52.0), run("earlybert", 1, 63.0, 60.0, 12),
+                      run("earlybert", 2, 84.0, 70.0, 15), run("wanda", 1, 72.0, 40.0)])
+    by = {r["variant"]: r for r in rows}
+    assert by["earlybert"]["time_saved"] == pytest.approx(1 - 73.5 / 105.0)
+    assert by["earlybert"]["perplexity"] == pytest.approx(65.0)
+    assert by["earlybert"]["perplexity_std"] == pytest.approx(7.0711, 1e-4)
+    assert by["wanda"]["time_saved"] == pytest.approx(1 - 72.0 / 105.0) and by["wanda"]["ticket_s"] == 30.0
+    text = markdown(rows)
+    assert "| earlybert | 2 | 65.00 ± 7.07 | 3.000 ± 0.000 | 73.5 ± 14.8 | 30.0% | 0.0 | 12, 15 | 60,000,000 |" in text
+    assert "| wanda | 1 | 40.00 ± 0.00 | 3.000 ± 0.000 | 72.0 ± 0.0 | 31.4% | 30.0 | - |" in text
 
 
 @pytest.mark.slow

@@ -26,10 +26,10 @@ class DseeConfig:
     targets: list[str] = field(default_factory=list)
     """Last name component of the linears that get an update (e.g. [query, value]); empty: each family's query
     and value projections (ModernBERT: its fused Wqkv; Llama and Qwen: q_proj and v_proj)."""
-    rank: Annotated[int, Range(0)] = 8
-    """Rank r of the low-rank part B A (0: sparse part only)."""
-    alpha: Annotated[float, Range(0, open_low=True)] = 16.0
-    """The low-rank part is scaled by alpha / rank."""
+    rank: Annotated[int, Range(0)] = 16
+    """Rank r of the low-rank part B A (0: sparse part only); 16 as in the DSEE authors' GLUE runs."""
+    alpha: Annotated[float, Range(0, open_low=True)] = 32.0
+    """The low-rank part is scaled by alpha / rank (2 by default)."""
     sparse_entries: Annotated[int, Range(0)] = 64
     """Entries N of the sparse part S in each updated matrix (0: low-rank part only)."""
     support: Annotated[str, Choice(("decomposition", "magnitude"))] = "decomposition"

@@ -228,19 +228,25 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def plot(runs: list[dict], path: Path) -> None:
-    """Metric against training time, one point per run, with the Pareto front."""
+    """Dev metric against training time, one point per run, with the Pareto front."""
+    plot_runs(runs, path, [100 * r["value"] for r in runs], f"dev {runs[0]['metric']} (%)")
+
+
+def plot_runs(runs: list[dict], path: Path, values: list[float], label: str, lower_is_better: bool = False) -> None:
+    """`values` (one per run) against each run's training time, a colour per variant, with the Pareto front."""
     from earlybert.report.html import _plt
 
+    sign = -1 if lower_is_better else 1
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in dict.fromkeys(r["variant"] for r in runs):
-        group = [r for r in runs if r["variant"] == name]
-        ax.scatter([r["train_time_s"] for r in group], [100 * r["value"] for r in group], label=name, s=30)
-    front = pareto([(r["train_time_s"], 100 * r["value"]) for r in runs])
-    ax.step([t for t, _ in front], [v for _, v in front], where="post", color="gray", lw=1, ls="--",
+        mine = [(r["train_time_s"], v) for r, v in zip(runs, values) if r["variant"] == name]
+        ax.scatter([t for t, _ in mine], [v for _, v in mine], label=name, s=30)
+    front = pareto([(r["train_time_s"], sign * v) for r, v in zip(runs, values)])
+    ax.step([t for t, _ in front], [sign * v for _, v in front], where="post", color="gray", lw=1, ls="--",
             label="Pareto front")
     ax.set_xlabel("training time, s (search included)")
-    ax.set_ylabel(f"dev {runs[0]['metric']} (%)")
+    ax.set_ylabel(label)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -266,9 +272,14 @@ def warm_up(cfg: FinetuneConfig, steps: int, folder: Path) -> None:
 
     warm = dataclasses.replace(cfg, mode="full", output_dir=str(folder), epochs=0.0, baseline_dir="",
                                random_like="", train=dataclasses.replace(cfg.train, max_steps=steps, warmup_steps=0))
+    run_untimed(run_one, warm, steps, folder)
+
+
+def run_untimed(run_one, cfg, steps: int, folder: Path) -> None:
+    """Run the warm-up config `cfg` with `run_one`, then remove its folder."""
     print(f"compare: warm-up ({steps} untimed steps)", flush=True)
     try:
-        run_one(warm)
+        run_one(cfg)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

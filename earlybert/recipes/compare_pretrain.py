@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from earlybert.config import Choice, PathKind, Range, check_config, load_config
 from earlybert.errors import EarlyBertError
-from earlybert.recipes.compare import Variant, check_plan, pareto, run_order, ticket_source
+from earlybert.recipes.compare import Variant, check_plan, plot_runs, run_order, run_untimed, ticket_source
 from earlybert.recipes.pretrain import PretrainConfig
 from earlybert.ticket.oneshot import METHODS
 
@@ -206,27 +206,10 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(runs: list[dict], path: Path) -> None:
-    """Held-out perplexity (else the final training loss) against training time, one point per run, with the
-    Pareto front (lower is better)."""
-    from earlybert.report.html import _plt
-
+    """Held-out perplexity (else the final training loss) against training time, with the Pareto front."""
     key, label = (("heldout_perplexity", "held-out perplexity") if runs[0]["heldout_perplexity"] is not None else
                   ("final_loss", "final training loss"))
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(r["variant"] for r in runs):
-        group = [r for r in runs if r["variant"] == name]
-        ax.scatter([r["train_time_s"] for r in group], [r[key] for r in group], label=name, s=30)
-    front = pareto([(r["train_time_s"], -r[key]) for r in runs])
-    ax.step([t for t, _ in front], [-v for _, v in front], where="post", color="gray", lw=1, ls="--",
-            label="Pareto front")
-    ax.set_xlabel("training time, s (search included)")
-    ax.set_ylabel(label)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_runs(runs, path, [r[key] for r in runs], label, lower_is_better=True)
 
 
 def write_outputs(out: Path, cmp: PretrainCompareConfig, runs: list[dict]) -> list[dict]:
@@ -246,11 +229,7 @@ def warm_up(cfg: PretrainConfig, steps: int, folder: Path) -> None:
     warm = dataclasses.replace(cfg, output_dir=str(folder), phases=[],
                                train=dataclasses.replace(cfg.train, max_steps=steps, warmup_steps=0),
                                checkpoint=dataclasses.replace(cfg.checkpoint, every=steps))
-    print(f"compare: warm-up ({steps} untimed steps)", flush=True)
-    try:
-        run_one(warm)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    run_untimed(run_one, warm, steps, folder)
 
 
 def run(cmp: PretrainCompareConfig, path: str | None, overrides: list[str]) -> list[dict]:
