@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15  # the slowest tests, to keep CI under 25 minutes
 
 test-fast: $(STAMP)  # the loop while developing: no multi-rank, SIGKILL/resume, wheel or end-to-end runs
 	$(BIN)/python -m pytest -q -m "not slow"
