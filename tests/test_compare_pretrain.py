@@ -27,7 +27,8 @@ def tiny_decoder(model: Path, corpus: Path, cache: Path) -> list[str]:
 
 @pytest.mark.parametrize("config, overrides, expected", [
     (SMOLLM2, [], True), (TINY, [], True), (str(REPO / "configs/finetune/bbc-topic.yaml"), [], False),
-    (None, ["model=DIR", "task=sst2"], False), (None, ["model.init_from=DIR"], True)])
+    (None, ["model=DIR", "task=sst2"], False), (None, ["model.init_from=DIR"], True),
+    (str(REPO / "configs/finetune/glue.yaml"), ["distill.alpha=0.5"], False), (None, ["data.seq_len=64"], True)])
 def test_pretraining_configs_are_told_from_fine_tuning_ones(config, overrides, expected):
     assert is_pretraining(config, overrides) is expected
 

@@ -317,15 +317,19 @@ def run(cmp: CompareConfig, path: str | None, overrides: list[str]) -> list[dict
 
 
 def is_pretraining(path: str | None, overrides: list[str]) -> bool:
-    """Whether a config (YAML and overrides) is a pretraining one: it has a data, phases or distill section, or a
-    model section rather than a model folder."""
+    """Whether a config (YAML and overrides) is a pretraining one: it sets a key only pretraining has (data,
+    phases), or a model section rather than a model folder."""
+    import dataclasses
+
     import yaml
+
+    from earlybert.recipes.pretrain import PretrainConfig
 
     raw = yaml.safe_load(Path(path).read_text()) if path and Path(path).is_file() else None
     raw = raw if isinstance(raw, dict) else {}
+    only = {f.name for f in dataclasses.fields(PretrainConfig)} - {f.name for f in dataclasses.fields(FinetuneConfig)}
     keys = set(raw) | {o.split("=", 1)[0].split(".", 1)[0] for o in overrides}
-    return bool(keys & {"data", "phases", "distill"}) or isinstance(raw.get("model"), dict) or any(
-        o.startswith("model.") for o in overrides)
+    return bool(keys & only) or isinstance(raw.get("model"), dict) or any(o.startswith("model.") for o in overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
