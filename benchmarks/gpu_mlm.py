@@ -6,7 +6,8 @@ call --steps steps and a device sync:
 - ours, slim: the paper's ticket (1/3 of the heads, 40% of the FFN neurons; widths rounded to 64), shrunk;
 - ours, search: the full model with slimming coefficients attached and their L1 penalty;
 - HF's recipe: `BertForMaskedLM` with its full-sequence logits, as `transformers.Trainer` runs it with
-  `bf16=True` (autocast over fp32 weights), fused AdamW and gradient clipping at 1.0.
+  `bf16=True` (autocast over fp32 weights) where the DeepSpeed file is bf16 (fp32 otherwise, as a CPU smoke run),
+  fused AdamW and gradient clipping at 1.0.
 Reports tokens/s, TFLOP/s and model FLOP utilisation (against --peak-tflops) per variant, each variant's peak
 memory (its resident state after one step plus the most its calls allocate above that), and paired per-round
 ratios with the median's 95% interval: slim/full time over the FLOP ratio, search/full, ours/HF speed.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -50,14 +52,15 @@ def ours(objective: torch.nn.Module, batch: dict, train: TrainConfig, dist):
     return step
 
 
-def hugging_face(model: BertForMaskedLM, batch: dict, device: torch.device):
-    """One step of HF's MLM recipe as its Trainer runs it with bf16=True: autocast, fused AdamW, clipping 1.0."""
+def hugging_face(model: BertForMaskedLM, batch: dict, device: torch.device, bf16: bool):
+    """One step of HF's MLM recipe as its Trainer runs it (with bf16=True: autocast, as our DeepSpeed file's bf16),
+    fused AdamW, clipping 1.0."""
     model.to(device).train()
     batch = {k: v.to(device) for k, v in batch.items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -65,6 +68,11 @@ def hugging_face(model: BertForMaskedLM, batch: dict, device: torch.device):
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def uses_bf16(deepspeed_config: str) -> bool:
+    """Whether the DeepSpeed file trains in bf16 (then HF's recipe runs under bf16 autocast, else in fp32)."""
+    return bool(json.loads(Path(deepspeed_config).read_text()).get("bf16", {}).get("enabled"))
 
 
 class Memory:
@@ -130,7 +138,7 @@ def main() -> None:
     makers = {FULL: lambda: ours(MaskedLMObjective(copy.deepcopy(full)), batch, train, dist),
               SLIM: lambda: ours(MaskedLMObjective(slim), batch, train, dist),
               SEARCH: lambda: ours(MaskedLMObjective(searched, 1e-4, 1e-4), batch, train, dist),
-              HF: lambda: hugging_face(copy.deepcopy(full), batch, dist.device)}
+              HF: lambda: hugging_face(copy.deepcopy(full), batch, dist.device, uses_bf16(args.deepspeed_config))}
     memory = Memory(cuda)
     calls = {name: memory.timed(name, memory.build(name, make), args.steps) for name, make in makers.items()}
     spread = alternate(calls, args.rounds)
