@@ -220,8 +220,8 @@ def load_without_earlybert(folder: Path, ids: torch.Tensor, tmp_path: Path, remo
             f"m = AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code={remote_code}).eval()\n"
             f"ids = torch.load({str(tmp_path / 'ids.pt')!r})\n"
             f"with torch.no_grad(): torch.save(m(ids).logits, {str(tmp_path / 'logits.pt')!r})\n"
-            f"print(json.dumps({{'class': type(m).__name__, 'tied': m.lm_head.weight is m.model.embed_tokens.weight,"
-            f" 'heads': m.config.num_attention_heads}}))")
+            f"tied = m.lm_head.weight is m.get_input_embeddings().weight\n"
+            f"print(json.dumps({{'class': type(m).__name__, 'tied': tied, 'heads': m.config.num_attention_heads}}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "logits": torch.load(tmp_path / "logits.pt")}

@@ -1,5 +1,5 @@
 import pytest
-from transformers import GPT2Config, GPT2Model
+from transformers import OPTConfig, OPTModel
 
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter, layer_sizes, supported_families
@@ -25,13 +25,14 @@ def test_adapter_finds_layers_and_task(family, task):
 
 
 def test_unsupported_model_lists_supported_types():
-    model = GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=10))
+    model = OPTModel(OPTConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2, ffn_dim=32,
+                               vocab_size=10, word_embed_proj_dim=16))
     with pytest.raises(EarlyBertError) as err:
         get_adapter(model)
     assert str(err.value) == (
-        "model type 'gpt2' is not supported: use one of " + ", ".join(supported_families())
+        "model type 'opt' is not supported: use one of " + ", ".join(supported_families())
         + " (or their slim_ versions)"
     )
-    assert supported_families() == ["bert", "deberta-v2", "distilbert", "electra", "llama", "modernbert", "qwen2",
-                                    "qwen3", "roberta", "xlm-roberta"]
+    assert supported_families() == ["bert", "deberta-v2", "distilbert", "electra", "gpt2", "llama", "modernbert",
+                                    "qwen2", "qwen3", "roberta", "xlm-roberta"]
     assert "\n" not in str(err.value)

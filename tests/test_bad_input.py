@@ -53,7 +53,7 @@ def env(tmp_path_factory, pydoc_corpus):
     (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
     gpt = root / "gpt"
     gpt.mkdir()
-    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2Model"]}))
+    (gpt / "config.json").write_text(json.dumps({"model_type": "opt", "architectures": ["OPTModel"]}))
     full = root / "full-out"
     full.mkdir()
     (full / "keep.txt").write_text("precious")
@@ -188,8 +188,8 @@ CASES = {
     "ticket not JSON": (shrink(ticket="{root}/notjson.json"), "is not valid JSON"),
     "missing ticket": (shrink(ticket="{root}/none.json"), "ticket {root}/none.json does not exist: give a"),
     "corrupted safetensors": (shrink(model="{root}/corrupt"), "cannot be loaded"),
-    "unsupported model type": (shrink(model="{root}/gpt"), "model type 'gpt2' is not supported: use one of bert, "
-                               "deberta-v2, distilbert, electra, llama, modernbert, qwen2, qwen3, roberta, "
+    "unsupported model type": (shrink(model="{root}/gpt"), "model type 'opt' is not supported: use one of bert, "
+                               "deberta-v2, distilbert, electra, gpt2, llama, modernbert, qwen2, qwen3, roberta, "
                                "xlm-roberta"),
     "ticket of another family": (shrink(ticket="{root}/modernbert.json"),
                                  "ticket is for model type 'modernbert', the model is 'bert': draw the ticket from "
@@ -215,7 +215,7 @@ CASES = {
         "search.ticket={root}/uneven.json keeps different sizes in layers 1 than in layer 0 (layer 0: 3 heads, 40 "
         "neurons, layer 1: 4 heads, 40 neurons)"),
     "perplexity of an encoder": (["evaluate", "lm", "--model", "{bert}", "--data", "{corpus}"],
-                                 "holds a bert encoder: evaluate lm scores causal LMs (llama, qwen2, qwen3)"),
+                                 "holds a bert encoder: evaluate lm scores causal LMs (gpt2, llama, qwen2, qwen3)"),
     "evaluate glue without predictions": (["evaluate", "glue", "--task", "sst2", "--data", "{sst2}"],
                                           "evaluate glue needs --predictions FILE"),
     "prediction missing for an example": (["evaluate", "glue", "--task", "sst2", "--data", "{sst2}",

@@ -101,13 +101,13 @@ def test_bad_tickets_give_one_line_errors_and_write_nothing(tmp_path, capsys, ti
 
 def test_unknown_model_type_is_one_line_error(tmp_path, capsys):
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2Model"]}))
+    (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": "opt", "architectures": ["OPTModel"]}))
     Ticket("bert", heads=[[1]], ffn=[[1]]).save(tmp_path / "t.json")
     code = main(["shrink", "--model", str(tmp_path / "model"), "--ticket", str(tmp_path / "t.json"),
                  "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert ("model type 'gpt2' is not supported: use one of bert, deberta-v2, distilbert, electra, llama, modernbert, "
-            "qwen2, qwen3, roberta, xlm-roberta (or their slim_ versions)") in err
+    assert ("model type 'opt' is not supported: use one of bert, deberta-v2, distilbert, electra, gpt2, llama, "
+            "modernbert, qwen2, qwen3, roberta, xlm-roberta (or their slim_ versions)") in err
     assert main(["info", str(tmp_path / "nowhere")]) == 2
     assert "does not exist: give an existing folder" in capsys.readouterr().err

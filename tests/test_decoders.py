@@ -1,10 +1,12 @@
-"""Decoder families (Llama, Qwen2, Qwen3): grouped-query tickets, shrink, stock saving, generation."""
+"""Decoder families (Llama, Qwen2, Qwen3, GPT-2): grouped-query tickets, shrink, stock saving, generation."""
 
 import json
 
 import pytest
 import torch
 from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     Qwen2Config,
@@ -98,6 +100,58 @@ def test_a_uniform_ticket_shrinks_to_a_stock_model_that_generates_as_the_masked_
     assert not (tmp_path / "slim" / REMOTE_CODE_FILE).exists() and "auto_map" not in config
     loaded = load_without_earlybert(tmp_path / "slim", ids, tmp_path)
     assert loaded["class"] == FAMILIES[family][1].__name__ and loaded["tied"] and loaded["heads"] == heads
+    assert torch.allclose(loaded["logits"], expected, atol=1e-5)
+
+
+def tiny_gpt2() -> torch.nn.Module:
+    """Four heads of 8 in hidden 32, MLP 48, tied embeddings: GPT-2's fused q/k/v Conv1D layout."""
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_inner=48, n_positions=64,
+                                      eos_token_id=0, bos_token_id=0)).eval()
+
+
+def test_a_gpt2_mlp_only_uniform_ticket_saves_a_stock_gpt2_through_n_inner(tmp_path):
+    model = searched(tiny_gpt2())
+    ticket = draw_ticket(model, MaskSpec(heads_ratio=0.0, ffn_ratio=0.5, ffn_scope="layer", ffn_round_to=8))
+    slim = shrink_model(model, ticket, fold_coefficients=True).eval()
+    mlp = slim.transformer.h[0].mlp
+    assert ticket.layer_heads() == [4, 4] and tuple(mlp.c_fc.weight.shape) == (32, 24)  # Conv1D: [in, out]
+    assert tuple(mlp.c_proj.weight.shape) == (24, 32) and count_parameters(slim) == slim_parameter_count(model, ticket)
+    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = masked(model, ticket)(ids).logits
+        assert torch.allclose(slim(ids).logits, expected, atol=1e-5)
+    greedy = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(slim.generate(ids[:1], **greedy), model.generate(ids[:1], **greedy))
+    slim.save_pretrained(tmp_path / "slim")
+    config = json.loads((tmp_path / "slim" / "config.json").read_text())
+    assert (config["model_type"], config["n_head"], config["n_inner"]) == ("gpt2", 4, 24)
+    assert not (tmp_path / "slim" / REMOTE_CODE_FILE).exists() and "auto_map" not in config
+    loaded = load_without_earlybert(tmp_path / "slim", ids, tmp_path)
+    assert loaded["class"] == "GPT2LMHeadModel" and loaded["tied"]
+    assert torch.allclose(loaded["logits"], expected, atol=1e-5)
+
+
+def test_a_head_pruned_gpt2_generates_as_the_masked_one_and_loads_with_remote_code(tmp_path):
+    # GPT-2 derives the head size from hidden / heads: with heads removed only the slim classes describe it.
+    model = searched(tiny_gpt2())
+    ticket = draw_ticket(model, MaskSpec(heads_ratio=0.25, ffn_ratio=0.25, ffn_scope="global", ffn_round_to=1))
+    slim = shrink_model(model, ticket, fold_coefficients=True).eval()
+    attention = slim.transformer.h[1].attn
+    assert ticket.layer_heads() == [3, 3] and tuple(attention.c_attn.weight.shape) == (32, 3 * 3 * 8)
+    assert tuple(attention.c_proj.weight.shape) == (24, 32)
+    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(2))
+    masked(model, ticket)
+    with torch.no_grad():
+        expected = model(ids).logits
+        assert torch.allclose(slim(ids).logits, expected, atol=1e-5)
+    greedy = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(slim.generate(ids[:1], **greedy), model.generate(ids[:1], **greedy))  # the KV cache too
+    slim.save_pretrained(tmp_path / "slim")
+    config = json.loads((tmp_path / "slim" / "config.json").read_text())
+    assert config["model_type"] == "slim_gpt2" and config["layer_num_heads"] == [3, 3]
+    loaded = load_without_earlybert(tmp_path / "slim", ids, tmp_path, remote_code=True)
+    assert loaded["class"] == "SlimGPT2LMHeadModel" and loaded["tied"]
     assert torch.allclose(loaded["logits"], expected, atol=1e-5)
 
 

@@ -103,6 +103,14 @@ def test_targets_that_match_no_linear_are_refused():
         add_updates(model, DseeConfig(targets=["q_proj"]))
 
 
+def test_gpt2s_conv1d_projections_are_refused_with_the_families_that_work():
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=16))
+    with pytest.raises(EarlyBertError, match="GPT-2's are Conv1D layers: use a Llama, Qwen or encoder model"):
+        add_updates(model, DseeConfig(targets=["c_attn"]))
+
+
 @pytest.mark.parametrize("family", ["distilbert", "deberta-v2", "modernbert", "roberta"])
 def test_each_family_has_default_query_and_value_targets(family):
     model = tiny_model(family, "sequence_classification")

@@ -119,3 +119,32 @@ def test_smollm2_from_its_gguf_file_continues_pretraining_into_a_stock_llama(pyd
     assert config["model_type"] == "llama" and config["architectures"] == ["LlamaForCausalLM"]
     assert (config["num_attention_heads"], config["num_key_value_heads"], config["intermediate_size"]) == (6, 3, 768)
     assert (tmp_path / "run" / "model" / "tokenizer.json").is_file()
+
+
+def test_gpt2_continues_pretraining_into_slim_classes_that_load_with_remote_code(tiny_llama, pydoc_corpus, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    folder = tmp_path / "gpt2"  # six heads of 8 in hidden 48 over fused q/k/v Conv1Ds; the tiny Llama's tokenizer
+    PreTrainedTokenizerFast.from_pretrained(tiny_llama).save_pretrained(folder)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=512, n_embd=48, n_layer=2, n_head=6, n_inner=128, n_positions=128,
+                               eos_token_id=0, bos_token_id=0)).save_pretrained(folder)
+    result = run_earlybert(*decoder_args(tmp_path / "run", folder, pydoc_corpus, tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["ticket_step"] <= 20 and summary["steps"] == 40
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+              if "loss" in r]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    # Heads removed: GPT-2 derives the head size from hidden / heads, so the slim classes describe the model.
+    assert config["model_type"] == "slim_gpt2" and config["layer_num_heads"] == [4, 4]
+    assert config["layer_intermediate_sizes"] == [64, 64]
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250]])
+    loaded = load_without_earlybert(tmp_path / "run" / "model", ids, tmp_path, remote_code=True)
+    assert loaded["class"] == "SlimGPT2LMHeadModel" and loaded["tied"]
+    from transformers import AutoModelForCausalLM
+
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded["logits"], ours(ids).logits)

@@ -61,6 +61,9 @@ def target_names(model: nn.Module, cfg: DseeConfig) -> list[str]:
              if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in wanted]
     if not names:
         family = get_adapter(model).family
+        if family == "gpt2":
+            raise EarlyBertError("DSEE takes nn.Linear projections, and GPT-2's are Conv1D layers: use a Llama, Qwen "
+                                 "or encoder model for `earlybert dsee`")
         raise EarlyBertError(f"dsee.targets={sorted(wanted)} matches no linear layer of this {family} model: name "
                              "the last component of its projections, e.g. dsee.targets=[query,value]")
     return names

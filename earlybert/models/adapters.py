@@ -15,7 +15,7 @@ from torch import nn
 
 from earlybert.errors import EarlyBertError
 from earlybert.models import modeling
-from earlybert.models.modeling import Layout, has_submodule, head_size_of
+from earlybert.models.modeling import Layout, has_submodule, head_size_of, linear_features
 
 # Task name -> class-name suffix. ELECTRA's `ForPreTraining` is its discriminator, BERT's adds next-sentence
 # prediction: the same suffix, so they are told apart by task name.
@@ -51,7 +51,8 @@ class Adapter:
     pretraining_task: str = ""  # what `<prefix>ForPreTraining` is: "pretraining" (BERT) or "discriminator"
     token_types: bool = True  # whether the model takes token_type_ids
     position_offset: int = 0  # position ids start after the padding index (RoBERTa-style: 2)
-    decoder: bool = False  # a causal LM family: KV heads of their own, a ForCausalLM class
+    decoder: bool = False  # a causal LM family: a causal-LM class, KV heads of their own where grouped
+    causal_lm_suffix: str = "ForCausalLM"  # GPT-2: LMHeadModel
 
     @property
     def layout(self) -> Layout:
@@ -70,6 +71,7 @@ class Adapter:
 
     def _classes(self, namespace) -> dict[str, type]:
         suffixes = dict(TASK_SUFFIXES, **({self.pretraining_task: "ForPreTraining"} if self.pretraining_task else {}))
+        suffixes["causal_lm"] = self.causal_lm_suffix
         if not self.decoder:
             suffixes.pop("causal_lm")
         found = {task: getattr(namespace, self.prefix + suffix, None) for task, suffix in suffixes.items()}
@@ -136,6 +138,10 @@ class Adapter:
             return config_cls(vocab_size=vocab_size, dim=hidden_size, n_layers=num_layers, n_heads=num_heads,
                               hidden_dim=intermediate_size, max_position_embeddings=max_positions,
                               dropout=hidden_dropout, attention_dropout=attention_dropout, **extra)
+        if self.family == "gpt2":
+            return config_cls(vocab_size=vocab_size, n_embd=hidden_size, n_layer=num_layers, n_head=num_heads,
+                              n_inner=intermediate_size, n_positions=max_positions, resid_pdrop=hidden_dropout,
+                              embd_pdrop=hidden_dropout, attn_pdrop=attention_dropout, **extra)
         if self.family == "modernbert":
             return config_cls(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
                               num_attention_heads=num_heads, intermediate_size=intermediate_size,
@@ -177,6 +183,7 @@ for _adapter in (
     Adapter("llama", "Llama", token_types=False, decoder=True),
     Adapter("qwen2", "Qwen2", token_types=False, decoder=True),
     Adapter("qwen3", "Qwen3", token_types=False, decoder=True),
+    Adapter("gpt2", "GPT2", token_types=False, decoder=True, causal_lm_suffix="LMHeadModel"),
 ):
     register_adapter(_adapter)
 
@@ -222,7 +229,7 @@ def head_size(model: nn.Module) -> int:
 def kv_head_counts(model: nn.Module) -> list[int]:
     """KV heads per layer of a grouped-query decoder, read off its key projections (empty for other families)."""
     d = head_size(model)
-    return [p.kv_linears[0].out_features // d for p in get_adapter(model).layer_parts(model) if p.kv_linears]
+    return [linear_features(p.kv_linears[0])[1] // d for p in get_adapter(model).layer_parts(model) if p.kv_linears]
 
 
 def kept_kv_heads(head_row: list[int], kv_heads: int, layer: int = 0) -> torch.Tensor:
@@ -241,4 +248,5 @@ def layer_sizes(model: nn.Module) -> tuple[list[int], list[int]]:
     """Current (heads per layer, FFN width per layer) of a model, read off its output linears."""
     parts = get_adapter(model).layer_parts(model)
     d = head_size(model)
-    return [p.attention_output.in_features // d for p in parts], [p.ffn_out.in_features for p in parts]
+    return ([linear_features(p.attention_output)[0] // d for p in parts],
+            [linear_features(p.ffn_out)[0] for p in parts])

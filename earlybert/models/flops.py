@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from earlybert.models.adapters import get_adapter, head_size, kept_kv_heads, kv_head_counts, layer_sizes
+from earlybert.models.modeling import linear_features
 
 
 @dataclass
@@ -108,15 +109,15 @@ def slim_parameter_count(model: nn.Module, ticket) -> int:
     for parts, head_row, ffn_row in zip(get_adapter(model).layer_parts(model), ticket.heads, ticket.ffn, strict=True):
         heads_gone, neurons_gone = head_row.count(0), ffn_row.count(0)
         for linear, groups in parts.head_linears:  # rows of every group, with their biases
-            removed += groups * heads_gone * d * (linear.in_features + (linear.bias is not None))
-        removed += heads_gone * d * parts.attention_output.out_features
+            removed += groups * heads_gone * d * (linear_features(linear)[0] + (linear.bias is not None))
+        removed += heads_gone * d * linear_features(parts.attention_output)[1]
         for linear, groups in (parts.ffn_in, *([(parts.ffn_gate, 1)] if parts.ffn_gate is not None else [])):
-            removed += groups * neurons_gone * (linear.in_features + (linear.bias is not None))
-        removed += neurons_gone * parts.ffn_out.out_features
+            removed += groups * neurons_gone * (linear_features(linear)[0] + (linear.bias is not None))
+        removed += neurons_gone * linear_features(parts.ffn_out)[1]
         if parts.kv_linears:  # KV heads that no kept query head reads any more
-            kv = parts.kv_linears[0].out_features // d
+            kv = linear_features(parts.kv_linears[0])[1] // d
             kv_gone = kv - len(kept_kv_heads(head_row, kv))
-            removed += sum(kv_gone * d * (k.in_features + (k.bias is not None)) for k in parts.kv_linears)
+            removed += sum(kv_gone * d * (linear_features(k)[0] + (k.bias is not None)) for k in parts.kv_linears)
     # The search's coefficients (parameters named earlybert_*) are not part of the slim model.
     kept = {id(p): p for name, p in model.named_parameters() if ".earlybert_" not in name}
     return sum(p.numel() for p in kept.values()) - removed

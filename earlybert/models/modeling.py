@@ -21,6 +21,7 @@ from transformers import (
     DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
+    GPT2Config,
     LlamaConfig,
     ModernBertConfig,
     Qwen2Config,
@@ -32,12 +33,14 @@ from transformers.models.bert import modeling_bert
 from transformers.models.deberta_v2 import modeling_deberta_v2
 from transformers.models.distilbert import modeling_distilbert
 from transformers.models.electra import modeling_electra
+from transformers.models.gpt2 import modeling_gpt2
 from transformers.models.llama import modeling_llama
 from transformers.models.modernbert import modeling_modernbert
 from transformers.models.qwen2 import modeling_qwen2
 from transformers.models.qwen3 import modeling_qwen3
 from transformers.models.roberta import modeling_roberta
 from transformers.models.xlm_roberta import modeling_xlm_roberta
+from transformers.pytorch_utils import Conv1D
 
 REMOTE_CODE_FILE = "modeling_earlybert.py"
 # Class-name suffix -> the Auto class a saved folder names it under.
@@ -48,8 +51,10 @@ AUTO_CLASSES = {
     "ForQuestionAnswering": "AutoModelForQuestionAnswering",
     "ForPreTraining": "AutoModelForPreTraining",  # BERT: MLM + next sentence; ELECTRA: the discriminator
     "ForCausalLM": "AutoModelForCausalLM",  # decoder families only
+    "LMHeadModel": "AutoModelForCausalLM",  # GPT-2's name for it
 }
-DECODER_FAMILIES = ("Llama", "Qwen2", "Qwen3")
+CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+DECODER_FAMILIES = ("Llama", "Qwen2", "Qwen3", "GPT2")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class Layout:
     ffn_gate: str = ""  # a second FFN input linear whose rows are the neurons (SwiGLU's gate); "" for none
     kv_linears: tuple[str, ...] = ()  # key and value projections with one row block per KV head (decoders)
     kv_heads: str = ""  # the config attribute of the KV head count
+    head_dim_field: str = ""  # the config attribute of an explicit head size; "" where it is hidden / heads
 
 
 BERT_LAYOUT = Layout(
@@ -95,11 +101,17 @@ MODERNBERT_LAYOUT = Layout(
     layers="layers", attention="attn", head_linears=(("attn.Wqkv", 3),), attention_output="attn.Wo",
     ffn_in=("mlp.Wi", 2), ffn_out="mlp.Wo",
 )
+# GPT-2: fused q/k/v and transformers' Conv1D, whose weight is [in, out] (the transpose of nn.Linear's).
+GPT2_LAYOUT = Layout(
+    layers="h", attention="attn", head_linears=(("attn.c_attn", 3),), attention_output="attn.c_proj",
+    ffn_in=("mlp.c_fc", 1), ffn_out="mlp.c_proj", ffn_width="n_inner",
+)
 # Llama, Qwen2 (q/k/v biases) and Qwen3 (q_norm/k_norm act within a head, so they are never sliced).
 DECODER_LAYOUT = Layout(
     layers="layers", attention="self_attn", head_linears=(("self_attn.q_proj", 1),),
     attention_output="self_attn.o_proj", ffn_in=("mlp.up_proj", 1), ffn_out="mlp.down_proj",
     ffn_gate="mlp.gate_proj", kv_linears=("self_attn.k_proj", "self_attn.v_proj"), kv_heads="num_key_value_heads",
+    head_dim_field="head_dim",
 )
 
 
@@ -109,11 +121,31 @@ def head_size_of(config) -> int:
             or config.hidden_size // config.num_attention_heads)
 
 
+def ffn_width_of(config, layout: Layout) -> int:
+    """The full FFN width of a config (GPT-2's `n_inner` unset means 4 x hidden)."""
+    return getattr(config, layout.ffn_width, None) or 4 * config.hidden_size
+
+
+def linear_features(linear: nn.Module) -> tuple[int, int]:
+    """(input, output) features of an nn.Linear or a GPT-2 Conv1D."""
+    return (linear.nx, linear.nf) if isinstance(linear, Conv1D) else (linear.in_features, linear.out_features)
+
+
+def output_dim(linear: nn.Module) -> int:
+    """The weight dimension that indexes output features: 0 for nn.Linear, 1 for Conv1D ([in, out])."""
+    return 1 if isinstance(linear, Conv1D) else 0
+
+
+def linear_weight(linear: nn.Module):
+    """The weight laid out as nn.Linear's, [out, in] (a transposed view for Conv1D)."""
+    return linear.weight.t() if isinstance(linear, Conv1D) else linear.weight
+
+
 def slim_layer_sizes(config, layout: Layout) -> tuple[list[int], list[int]]:
     """Per-layer (heads, FFN widths) of a slim config; full sizes where a list is unset."""
     n = config.num_hidden_layers
     heads = list(getattr(config, "layer_num_heads", None) or [config.num_attention_heads] * n)
-    widths = list(getattr(config, "layer_intermediate_sizes", None) or [getattr(config, layout.ffn_width)] * n)
+    widths = list(getattr(config, "layer_intermediate_sizes", None) or [ffn_width_of(config, layout)] * n)
     if len(heads) != n or len(widths) != n:
         raise ValueError(
             f"slim config lists {len(heads)} head counts and {len(widths)} FFN widths for {n} layers"
@@ -129,7 +161,9 @@ def slim_kv_heads(config, layout: Layout) -> list[int]:
     return list(getattr(config, "layer_num_kv_heads", None) or [getattr(config, layout.kv_heads)] * n)
 
 
-def _resized(linear: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
+def _resized(linear: nn.Module, in_features: int, out_features: int) -> nn.Module:
+    if isinstance(linear, Conv1D):
+        return Conv1D(out_features, in_features)
     return nn.Linear(in_features, out_features, bias=linear.bias is not None)
 
 
@@ -146,27 +180,29 @@ def resize_encoder_layers(base_model: nn.Module, config, layout: Layout) -> None
     for layer, n_heads, width, n_kv in zip(base_model.get_submodule(layout.layers), heads, widths, kv_heads):
         for path in layout.kv_linears:
             kv = layer.get_submodule(path)
-            _replace(layer, path, _resized(kv, kv.in_features, n_kv * d))
+            _replace(layer, path, _resized(kv, linear_features(kv)[0], n_kv * d))
         for path, groups in layout.head_linears:
             linear = layer.get_submodule(path) if has_submodule(layer, path) else None
             if linear is not None:
-                _replace(layer, path, _resized(linear, linear.in_features, groups * n_heads * d))
+                _replace(layer, path, _resized(linear, linear_features(linear)[0], groups * n_heads * d))
         out = layer.get_submodule(layout.attention_output)
-        _replace(layer, layout.attention_output, _resized(out, n_heads * d, out.out_features))
+        _replace(layer, layout.attention_output, _resized(out, n_heads * d, linear_features(out)[1]))
         path, groups = layout.ffn_in
         ffn_in = layer.get_submodule(path)
-        _replace(layer, path, _resized(ffn_in, ffn_in.in_features, groups * width))
+        _replace(layer, path, _resized(ffn_in, linear_features(ffn_in)[0], groups * width))
         if layout.ffn_gate:
             gate = layer.get_submodule(layout.ffn_gate)
-            _replace(layer, layout.ffn_gate, _resized(gate, gate.in_features, width))
+            _replace(layer, layout.ffn_gate, _resized(gate, linear_features(gate)[0], width))
         ffn_out = layer.get_submodule(layout.ffn_out)
-        _replace(layer, layout.ffn_out, _resized(ffn_out, width, ffn_out.out_features))
+        _replace(layer, layout.ffn_out, _resized(ffn_out, width, linear_features(ffn_out)[1]))
         attention = layer.get_submodule(layout.attention)
         for name in ("num_attention_heads", "n_heads", "num_heads"):
             if hasattr(attention, name):
                 setattr(attention, name, n_heads)
         if hasattr(attention, "all_head_size"):
             attention.all_head_size = n_heads * d
+        if hasattr(attention, "split_size"):  # GPT-2 splits its fused q/k/v output at this width
+            attention.split_size = n_heads * d
         if n_kv is not None:  # grouped-query attention repeats each KV head for this many query heads
             attention.num_key_value_groups = n_heads // n_kv
 
@@ -199,7 +235,9 @@ class SlimModelMixin:
         config_path = os.path.join(save_directory, "config.json")
         with open(config_path, encoding="utf-8") as f:
             data = json.load(f)
-        stock = stock_decoder_config(data, head_size_of(self.config)) if self.slim_family in DECODER_FAMILIES else None
+        config = self.config
+        stock = (stock_decoder_config(data, self.slim_layout, config.num_attention_heads, head_size_of(config))
+                 if self.slim_family in DECODER_FAMILIES else None)
         if stock is not None and _builds(type(self.config).__mro__[1], stock):
             data = stock
         else:
@@ -215,8 +253,7 @@ class SlimModelMixin:
         return out
 
 
-SLIM_LISTS = {"layer_num_heads": "num_attention_heads", "layer_num_kv_heads": "num_key_value_heads",
-              "layer_intermediate_sizes": "intermediate_size"}
+SLIM_LISTS = ("layer_num_heads", "layer_num_kv_heads", "layer_intermediate_sizes")
 
 
 def _builds(config_cls, data: dict) -> bool:
@@ -229,18 +266,25 @@ def _builds(config_cls, data: dict) -> bool:
     return True
 
 
-def stock_decoder_config(data: dict, head_dim: int) -> dict | None:
+def stock_decoder_config(data: dict, layout: Layout, full_heads: int, head_dim: int) -> dict | None:
     """A slim decoder's saved config with equal sizes in every layer, as its family's own (heads, KV heads, MLP
-    width and an explicit `head_dim`), loadable by transformers alone; None if the layers differ."""
+    width, and an explicit head size where the family takes one), loadable by transformers alone; None if the
+    layers differ, or if heads were removed from a family that derives the head size from hidden / heads."""
     if not all(len(set(data.get(key) or [0])) == 1 for key in SLIM_LISTS):
         return None
     data = dict(data)
-    for key, field in SLIM_LISTS.items():
-        values = data.pop(key, None)
-        if values:
-            data[field] = values[0]
+    heads, kv_heads, widths = (data.pop(key, None) for key in SLIM_LISTS)
+    if layout.head_dim_field:
+        if heads:
+            data["num_attention_heads"] = heads[0]
+        if kv_heads:
+            data[layout.kv_heads] = kv_heads[0]
+        data[layout.head_dim_field] = head_dim
+    elif heads and heads[0] != full_heads:
+        return None
+    if widths:
+        data[layout.ffn_width] = widths[0]
     data["model_type"] = data["model_type"].removeprefix("slim_")
-    data["head_dim"] = head_dim
     data["architectures"] = [a.removeprefix("Slim") for a in data.get("architectures") or []]
     data.pop("auto_map", None)
     return data
@@ -320,6 +364,14 @@ class SlimQwen2Config(Qwen2Config):
     layer_intermediate_sizes: list[int] | None = None
 
 
+class SlimGPT2Config(GPT2Config):
+    """GPT2Config plus the kept head count and MLP width of every layer."""
+
+    model_type = "slim_gpt2"
+    layer_num_heads: list[int] | None = None
+    layer_intermediate_sizes: list[int] | None = None
+
+
 class SlimQwen3Config(Qwen3Config):
     """Qwen3Config plus the kept head, KV head and MLP width of every layer."""
 
@@ -341,6 +393,7 @@ FAMILIES = {
     "Llama": (SlimLlamaConfig, DECODER_LAYOUT, modeling_llama),
     "Qwen2": (SlimQwen2Config, DECODER_LAYOUT, modeling_qwen2),
     "Qwen3": (SlimQwen3Config, DECODER_LAYOUT, modeling_qwen3),
+    "GPT2": (SlimGPT2Config, GPT2_LAYOUT, modeling_gpt2),
 }
 
 
@@ -349,7 +402,7 @@ def _define_slim_classes() -> None:
     for family, (config_cls, layout, module) in FAMILIES.items():
         for suffix in AUTO_CLASSES:
             parent = getattr(module, family + suffix, None)
-            if parent is None or (suffix == "ForCausalLM" and family not in DECODER_FAMILIES):
+            if parent is None or (suffix in CAUSAL_LM_SUFFIXES and family not in DECODER_FAMILIES):
                 continue
             name = f"Slim{family}{suffix}"
             globals()[name] = type(name, (SlimModelMixin, parent), {

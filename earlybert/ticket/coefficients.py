@@ -18,16 +18,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from earlybert.models.adapters import get_adapter, head_size
+from earlybert.models.modeling import linear_features, linear_weight
 
 HEAD_COEF = "earlybert_head_coef"
 FFN_COEF = "earlybert_ffn_coef"
 
 
-def _column_scaled_forward(self: nn.Linear, input: torch.Tensor) -> torch.Tensor:
-    # Column i of the weight reads input feature i; a head's coefficient covers its head_size columns.
+def _column_scaled_forward(self: nn.Module, input: torch.Tensor) -> torch.Tensor:
+    # Column i of the weight reads input feature i; a head's coefficient covers its head_size columns. GPT-2's
+    # Conv1D keeps the transposed weight: `linear_weight` is its [out, in] view.
     coef = getattr(self, HEAD_COEF) if hasattr(self, HEAD_COEF) else getattr(self, FFN_COEF)
-    scale = coef if coef.numel() == self.in_features else coef.repeat_interleave(self.in_features // coef.numel())
-    return F.linear(input, self.weight * scale.to(self.weight.dtype), self.bias)
+    width = linear_features(self)[0]
+    scale = coef if coef.numel() == width else coef.repeat_interleave(width // coef.numel())
+    weight = linear_weight(self)
+    return F.linear(input, weight * scale.to(weight.dtype), self.bias)
 
 
 def _attach(linear: nn.Linear, name: str, units: int, init: float) -> None:
@@ -47,8 +51,8 @@ def attach_coefficients(model: nn.Module, init: float = 1.0) -> None:
         raise ValueError("coefficients are already attached: detach them first")
     d = head_size(model)
     for parts in get_adapter(model).layer_parts(model):
-        _attach(parts.attention_output, HEAD_COEF, parts.attention_output.in_features // d, init)
-        _attach(parts.ffn_out, FFN_COEF, parts.ffn_out.in_features, init)
+        _attach(parts.attention_output, HEAD_COEF, linear_features(parts.attention_output)[0] // d, init)
+        _attach(parts.ffn_out, FFN_COEF, linear_features(parts.ffn_out)[0], init)
 
 
 def has_coefficients(model: nn.Module) -> bool:

@@ -16,6 +16,7 @@ from torch import nn
 
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter, head_size, model_inputs
+from earlybert.models.modeling import linear_features, linear_weight
 from earlybert.ticket.masks import MaskSpec, spec_metadata, with_kv_heads
 from earlybert.ticket.ticket import Ticket
 
@@ -27,8 +28,8 @@ class InputStatistics:
 
     def __init__(self, linear: nn.Linear):
         self.count = 0
-        self.sum = torch.zeros(linear.in_features, dtype=torch.float64)
-        self.squares = torch.zeros(linear.in_features, dtype=torch.float64)
+        self.sum = torch.zeros(linear_features(linear)[0], dtype=torch.float64)
+        self.squares = torch.zeros(linear_features(linear)[0], dtype=torch.float64)
         self.handle = linear.register_forward_pre_hook(self._record)
 
     def _record(self, module: nn.Module, args: tuple) -> None:
@@ -55,7 +56,7 @@ def column_scores(model: nn.Module, method: str, batches: Iterable[dict[str, tor
     parts = get_adapter(model).layer_parts(model)
     linears = [(p.attention_output, p.ffn_out) for p in parts]
     if method == "magnitude":
-        return [tuple(lin.weight.detach().abs().double().sum(0).cpu() for lin in pair) for pair in linears]
+        return [tuple(linear_weight(lin).detach().abs().double().sum(0).cpu() for lin in pair) for pair in linears]
     stats = [tuple(InputStatistics(lin) for lin in pair) for pair in linears]
     try:
         model.eval()
@@ -73,7 +74,7 @@ def column_scores(model: nn.Module, method: str, batches: Iterable[dict[str, tor
     for pair, lins in zip(stats, linears):
         row = []
         for s, lin in zip(pair, lins):
-            w = lin.weight.detach().double().cpu()
+            w = linear_weight(lin).detach().double().cpu()
             row.append(w.abs().sum(0) * s.norm() if method == "wanda" else (w * w).sum(0) * s.variance())
         out.append(tuple(row))
     return out

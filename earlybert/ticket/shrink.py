@@ -7,6 +7,7 @@ from torch import nn
 
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter, head_size, kept_kv_heads, layer_sizes
+from earlybert.models.modeling import linear_features, output_dim
 from earlybert.ticket.coefficients import ffn_coefficients, has_coefficients, head_coefficients, is_coefficient_name
 from earlybert.ticket.ticket import Ticket
 
@@ -35,8 +36,9 @@ def prune_plan(model: nn.Module, ticket: Ticket) -> PrunePlan:
     d = head_size(model)
     plan: PrunePlan = {}
 
-    def slice_linear(linear: nn.Linear, dim: int, idx: torch.Tensor) -> None:
-        plan[names[id(linear)] + ".weight"] = (dim, idx)
+    def slice_linear(linear: nn.Module, dim: int, idx: torch.Tensor) -> None:
+        # `dim` 0: output features, 1: input features, as in nn.Linear's weight (GPT-2's Conv1D holds the transpose).
+        plan[names[id(linear)] + ".weight"] = (dim if output_dim(linear) == 0 else 1 - dim, idx)
         if dim == 0 and linear.bias is not None:
             plan[names[id(linear)] + ".bias"] = (0, idx)
 
@@ -51,7 +53,7 @@ def prune_plan(model: nn.Module, ticket: Ticket) -> PrunePlan:
             slice_linear(linear, 0, _rows(unit_idx, groups, n_heads * d))
         slice_linear(parts.attention_output, 1, unit_idx)
         if parts.kv_linears:
-            kv_idx = kept_kv_heads(head_row, parts.kv_linears[0].out_features // d, layer)
+            kv_idx = kept_kv_heads(head_row, linear_features(parts.kv_linears[0])[1] // d, layer)
             for linear in parts.kv_linears:
                 slice_linear(linear, 0, (kv_idx[:, None] * d + torch.arange(d)[None, :]).flatten())
         ffn_idx = _kept(ffn_row)
@@ -97,14 +99,22 @@ def slim_config(model: nn.Module, ticket: Ticket):
         data.pop(key, None)
     data["layer_num_heads"] = ticket.layer_heads()
     data["layer_intermediate_sizes"] = ticket.layer_ffn()
-    if adapter.decoder:  # fewer heads at the same hidden size: the head size must be explicit
-        d = head_size(model)
-        data["head_dim"] = d
-        data["layer_num_kv_heads"] = [len(kept_kv_heads(row, p.kv_linears[0].out_features // d, i)) for i, (row, p)
-                                      in enumerate(zip(ticket.heads, adapter.layer_parts(model)))]
+    d = head_size(model)
+    if adapter.layout.head_dim_field:  # fewer heads at the same hidden size: the head size must be explicit
+        data[adapter.layout.head_dim_field] = d
+    if adapter.layout.kv_linears:
+        data["layer_num_kv_heads"] = [len(kept_kv_heads(row, linear_features(p.kv_linears[0])[1] // d, i))
+                                      for i, (row, p) in enumerate(zip(ticket.heads, adapter.layer_parts(model)))]
     config = adapter.slim_config(**data)
     config._attn_implementation = model.config._attn_implementation
     return config
+
+
+def _scale_inputs(state: dict[str, torch.Tensor], name: str, linear: nn.Module, scale: torch.Tensor) -> None:
+    """Multiply the input columns of a linear's weight in `state` by `scale` (rows of a GPT-2 Conv1D)."""
+    weight = state[name + ".weight"]
+    scale = scale[None, :] if output_dim(linear) == 0 else scale[:, None]
+    state[name + ".weight"] = (weight.double() * scale).to(weight.dtype)
 
 
 @torch.no_grad()
@@ -124,13 +134,11 @@ def shrink_model(model: nn.Module, ticket: Ticket, fold_coefficients: bool = Fal
         names = _module_names(model)
         d = head_size(model)
         for layer, parts in enumerate(adapter.layer_parts(model)):
-            key = names[id(parts.attention_output)] + ".weight"
             keep = _kept(ticket.heads[layer])
-            scale = head_coefs[layer].to(torch.float64)[keep].repeat_interleave(d)
-            sliced[key] = (sliced[key].double() * scale[None, :]).to(sliced[key].dtype)
-            key = names[id(parts.ffn_out)] + ".weight"
-            scale = ffn_coefs[layer].to(torch.float64)[_kept(ticket.ffn[layer])]
-            sliced[key] = (sliced[key].double() * scale[None, :]).to(sliced[key].dtype)
+            _scale_inputs(sliced, names[id(parts.attention_output)], parts.attention_output,
+                          head_coefs[layer].to(torch.float64)[keep].repeat_interleave(d))
+            _scale_inputs(sliced, names[id(parts.ffn_out)], parts.ffn_out,
+                          ffn_coefs[layer].to(torch.float64)[_kept(ticket.ffn[layer])])
     slim_cls = adapter.slim_classes[adapter.task_of(model)]
     first = next(model.parameters())
     slim = slim_cls(slim_config(model, ticket)).to(device=first.device, dtype=first.dtype)
