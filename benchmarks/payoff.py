@@ -1,7 +1,7 @@
 """The fine-tuning payoff over several real tasks: `earlybert compare` per task, then one table.
 
     python -m benchmarks.payoff --model MINILM_DIR [--out runs/payoff] [--seeds 1 2 3] \
-        [--ratios "[[0.25,0.3]]"] [--weights "[continue]"] [--tasks bbc-topic ...] [KEY=VALUE ...]
+        [--ratios "[[0.16666666666666666,0.2]]"] [--weights "[continue]"] [--tasks bbc-topic ...] [KEY=VALUE ...]
 
 Each task runs `earlybert compare --config configs/finetune/glue.yaml` (the shipped default) with its data, the
 given seeds, ratios and weights, and any extra KEY=VALUE overrides (for every run of every task); finished runs
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     # The defaults are glue.yaml's own setting, spelled out so the variants' names carry it.
-    parser.add_argument("--ratios", default="[[0.25,0.3]]", help="compare.ratios")
+    parser.add_argument("--ratios", default="[[0.16666666666666666,0.2]]", help="compare.ratios (default: glue.yaml's)")
     parser.add_argument("--weights", default="[continue]", help="compare.weights")
     parser.add_argument("--report-only", action="store_true", help="tabulate the finished comparisons, run nothing")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE fine-tuning overrides for every run")

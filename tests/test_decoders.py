@@ -54,6 +54,19 @@ def masked(model: torch.nn.Module, ticket: Ticket) -> torch.nn.Module:
     return model
 
 
+def matches_masked(model: torch.nn.Module, slim: torch.nn.Module, ticket: Ticket) -> tuple[torch.Tensor, torch.Tensor]:
+    """Assert the slim model's logits and greedy tokens (KV cache included) are the masked model's; returns the
+    inputs and those logits."""
+    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(2))
+    masked(model, ticket)
+    with torch.no_grad():
+        expected = model(ids).logits
+        assert torch.allclose(slim(ids).logits, expected, atol=1e-5)
+    greedy = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(slim.generate(ids[:1], **greedy), model.generate(ids[:1], **greedy))
+    return ids, expected
+
+
 def test_keep_prunes_the_same_number_of_query_heads_in_every_kv_group():
     scores = [torch.tensor([0.9, 0.1, 0.5, 0.2, 0.8, 0.7])]  # groups (0.9, 0.1, 0.5) and (0.2, 0.8, 0.7)
     # One of three heads per group: the lowest of each group goes, although 0.2 outranks 0.1 across the layer.
@@ -85,14 +98,7 @@ def test_a_uniform_ticket_shrinks_to_a_stock_model_that_generates_as_the_masked_
     assert (attention.q_proj.out_features, attention.k_proj.out_features, attention.v_proj.out_features,
             attention.o_proj.in_features) == (heads * 16, kv * 16, kv * 16, heads * 16)
     assert count_parameters(slim) == slim_parameter_count(model, ticket)
-    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(2))
-    masked(model, ticket)
-    with torch.no_grad():
-        expected = model(ids).logits
-        assert torch.allclose(slim(ids).logits, expected, atol=1e-5)
-    greedy = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
-    assert torch.equal(slim.generate(ids[:1], **greedy), model.generate(ids[:1], **greedy))  # the KV cache too
-
+    ids, expected = matches_masked(model, slim, ticket)
     slim.save_pretrained(tmp_path / "slim")
     config = json.loads((tmp_path / "slim" / "config.json").read_text())
     assert (config["model_type"], config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"],
@@ -117,12 +123,7 @@ def test_a_gpt2_mlp_only_uniform_ticket_saves_a_stock_gpt2_through_n_inner(tmp_p
     mlp = slim.transformer.h[0].mlp
     assert ticket.layer_heads() == [4, 4] and tuple(mlp.c_fc.weight.shape) == (32, 24)  # Conv1D: [in, out]
     assert tuple(mlp.c_proj.weight.shape) == (24, 32) and count_parameters(slim) == slim_parameter_count(model, ticket)
-    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        expected = masked(model, ticket)(ids).logits
-        assert torch.allclose(slim(ids).logits, expected, atol=1e-5)
-    greedy = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
-    assert torch.equal(slim.generate(ids[:1], **greedy), model.generate(ids[:1], **greedy))
+    ids, expected = matches_masked(model, slim, ticket)
     slim.save_pretrained(tmp_path / "slim")
     config = json.loads((tmp_path / "slim" / "config.json").read_text())
     assert (config["model_type"], config["n_head"], config["n_inner"]) == ("gpt2", 4, 24)
@@ -140,13 +141,7 @@ def test_a_head_pruned_gpt2_generates_as_the_masked_one_and_loads_with_remote_co
     attention = slim.transformer.h[1].attn
     assert ticket.layer_heads() == [3, 3] and tuple(attention.c_attn.weight.shape) == (32, 3 * 3 * 8)
     assert tuple(attention.c_proj.weight.shape) == (24, 32)
-    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(2))
-    masked(model, ticket)
-    with torch.no_grad():
-        expected = model(ids).logits
-        assert torch.allclose(slim(ids).logits, expected, atol=1e-5)
-    greedy = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
-    assert torch.equal(slim.generate(ids[:1], **greedy), model.generate(ids[:1], **greedy))  # the KV cache too
+    ids, expected = matches_masked(model, slim, ticket)
     slim.save_pretrained(tmp_path / "slim")
     config = json.loads((tmp_path / "slim" / "config.json").read_text())
     assert config["model_type"] == "slim_gpt2" and config["layer_num_heads"] == [3, 3]
