@@ -101,6 +101,19 @@ def test_dsee_on_a_grouped_query_llama_removes_as_many_heads_from_every_kv_group
     assert type(model).__name__.endswith("LlamaForSequenceClassification")
 
 
+def test_dsee_on_gpt2_removes_heads_through_its_fused_conv1d_and_saves_slim_classes(tmp_path, capsys):
+    gpt2 = {"model": make_tiny_model(tmp_path / "gpt2", "gpt2"), "data": make_glue_task("sst2", tmp_path / "sst2")}
+    summary = dsee(gpt2, tmp_path / "run", capsys)
+    # One fused c_attn of 32 -> 96 per layer: rank 4 (4 x 32 + 96 x 4) + 16 sparse entries; the 2-class score 32 x 2.
+    assert summary["dsee"]["targets"] == 2 and summary["dsee"]["trainable_params"] == 2 * (4 * 128 + 16) + 64
+    assert (summary["dsee"]["heads_removed"], summary["dsee"]["heads"]) == (2, 8)
+    assert summary["slim"]["layer_heads"] == [3, 3] and summary["slim"]["params"] < summary["full"]["params"]
+    weights = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    assert weights["transformer.h.0.attn.c_attn.weight"].shape == (32, 72)  # still Conv1D's [in, out]
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "model", trust_remote_code=True)
+    assert type(model).__name__ == "SlimGPT2ForSequenceClassification"
+
+
 def test_a_head_ratio_the_kv_groups_cannot_share_is_refused_before_training(tmp_path, capsys):
     llama = {"model": make_tiny_model(tmp_path / "llama", "llama", num_key_value_heads=2),
              "data": make_glue_task("sst2", tmp_path / "sst2")}

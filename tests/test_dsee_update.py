@@ -103,12 +103,31 @@ def test_targets_that_match_no_linear_are_refused():
         add_updates(model, DseeConfig(targets=["q_proj"]))
 
 
-def test_gpt2s_conv1d_projections_are_refused_with_the_families_that_work():
+def test_gpt2s_fused_conv1d_gets_its_update_in_its_own_transposed_layout():
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=16))
-    with pytest.raises(EarlyBertError, match="GPT-2's are Conv1D layers: use a Llama, Qwen or encoder model"):
-        add_updates(model, DseeConfig(targets=["c_attn"]))
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16,
+                                                     pad_token_id=0)).eval()
+    linear = model.transformer.h[0].attn.c_attn  # Conv1D: weight [16 in, 48 out]
+    original = linear.weight.detach().clone()
+    inputs = {"input_ids": torch.randint(1, 50, (2, 8), generator=torch.Generator().manual_seed(1))}
+    before = outputs_of(model, inputs)
+    names = add_updates(model, DseeConfig(rank=2, sparse_entries=4, support="magnitude"))
+    assert names == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
+    torch.testing.assert_close(outputs_of(model, inputs), before)
+    update = update_modules(model)["transformer.h.0.attn.c_attn"]
+    assert (update.lora_A.shape, update.lora_B.shape) == ((2, 16), (48, 2))
+    with torch.no_grad():
+        update.sparse_values.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    change = (linear.weight - original).t().flatten()  # the support indexes [out, in], as for nn.Linear
+    assert update.support.tolist() == original.t().abs().flatten().topk(4).indices.sort().values.tolist()
+    assert change[update.support].tolist() == pytest.approx([1.0, 2.0, 3.0, 4.0]) and change.count_nonzero() == 4
+    randomized(model)
+    expected = outputs_of(model, inputs)
+    copy = merge_updates(consolidated_copy(model))
+    assert not any("parametrizations" in k for k in copy.state_dict())
+    torch.testing.assert_close(outputs_of(copy, inputs), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["distilbert", "deberta-v2", "modernbert", "roberta"])

@@ -7,16 +7,18 @@ from typing import Annotated
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from earlybert.config import Choice, Range
 from earlybert.dsee.prune import HEAD_SCORES
 from earlybert.dsee.update import UpdateShape, attach_updates, low_rank_plus_sparse, magnitude_support
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter
+from earlybert.models.modeling import linear_weight
 from earlybert.ticket.masks import KV_GROUPS
 
 # The query and value projections of each family (fused ones whole): the defaults of LoRA and DSEE.
-QUERY_VALUE = ("query", "value", "query_proj", "value_proj", "q_lin", "v_lin", "Wqkv", "q_proj", "v_proj")
+QUERY_VALUE = ("query", "value", "query_proj", "value_proj", "q_lin", "v_lin", "Wqkv", "q_proj", "v_proj", "c_attn")
 
 
 @dataclass
@@ -25,7 +27,7 @@ class DseeConfig:
 
     targets: list[str] = field(default_factory=list)
     """Last name component of the linears that get an update (e.g. [query, value]); empty: each family's query
-    and value projections (ModernBERT: its fused Wqkv; Llama and Qwen: q_proj and v_proj)."""
+    and value projections (ModernBERT: its fused Wqkv; Llama and Qwen: q_proj and v_proj; GPT-2: its fused c_attn)."""
     rank: Annotated[int, Range(0)] = 16
     """Rank r of the low-rank part B A (0: sparse part only); 16 as in the DSEE authors' GLUE runs."""
     alpha: Annotated[float, Range(0, open_low=True)] = 32.0
@@ -58,14 +60,11 @@ def target_names(model: nn.Module, cfg: DseeConfig) -> list[str]:
     wanted = set(cfg.targets or QUERY_VALUE)
     names = [f"{model.base_model_prefix}.{n}" if model.base_model is not model else n
              for n, m in model.base_model.named_modules()
-             if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in wanted]
+             if isinstance(m, (nn.Linear, Conv1D)) and n.rsplit(".", 1)[-1] in wanted]
     if not names:
-        family = get_adapter(model).family
-        if family == "gpt2":
-            raise EarlyBertError("DSEE takes nn.Linear projections, and GPT-2's are Conv1D layers: use a Llama, Qwen "
-                                 "or encoder model for `earlybert dsee`")
-        raise EarlyBertError(f"dsee.targets={sorted(wanted)} matches no linear layer of this {family} model: name "
-                             "the last component of its projections, e.g. dsee.targets=[query,value]")
+        raise EarlyBertError(f"dsee.targets={sorted(wanted)} matches no linear layer of this "
+                             f"{get_adapter(model).family} model: name the last component of its projections, e.g. "
+                             "dsee.targets=[query,value]")
     return names
 
 
@@ -76,7 +75,7 @@ def add_updates(model: nn.Module, cfg: DseeConfig, seed: int = 0, masks: dict[st
     names = target_names(model, cfg)
     supports = {}
     for name in names:
-        weight = model.get_submodule(name).weight
+        weight = linear_weight(model.get_submodule(name))  # [out, in], as the update's positions
         entries = min(cfg.sparse_entries, weight.numel())
         supports[name] = (low_rank_plus_sparse(weight, cfg.decomposition_rank, entries, cfg.decomposition_iterations,
                                                seed) if cfg.support == "decomposition" else

@@ -8,6 +8,7 @@ from torch import nn
 
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter, head_size, kv_head_counts, layer_sizes
+from earlybert.models.modeling import linear_features, linear_weight
 from earlybert.ticket.masks import check_grouped_ratio, head_masks
 from earlybert.ticket.ticket import Ticket
 
@@ -30,9 +31,9 @@ def head_scores(model: nn.Module, pretrained: nn.Module, targets: list[str], sco
             name = names[id(linear)]
             if name not in targets:
                 continue
-            weight = linear.weight.detach().float()
+            weight = linear_weight(linear).detach().float()
             if score == "update":
-                weight = weight - before[name].weight.detach().float()
+                weight = weight - linear_weight(before[name]).detach().float()
             per_head = weight.view(groups, -1, d, weight.shape[1]).abs().sum(dim=(0, 2, 3))
             total = per_head if total is None else total + per_head
         if total is None:
@@ -57,7 +58,7 @@ def structured_ticket(model: nn.Module, pretrained: nn.Module, targets: list[str
     """A ticket pruning the lowest-scoring `heads_ratio` of the heads in every layer and no FFN neuron; in a
     grouped-query model as many from every KV group (`keep`) or whole groups (`prune`)."""
     scores = head_scores(model, pretrained, targets, score)
-    widths = [p.ffn_out.in_features for p in get_adapter(model).layer_parts(model)]
+    widths = [linear_features(p.ffn_out)[0] for p in get_adapter(model).layer_parts(model)]
     masks = head_masks(scores, heads_ratio, kv_heads=kv_head_counts(model) or None, kv_groups=kv_groups)
     return Ticket.from_masks(model.config.model_type, masks, [torch.ones(w, dtype=torch.int64) for w in widths],
                              method="dsee", head_score=score, heads_ratio=heads_ratio)

@@ -1,9 +1,9 @@
 """DSEE's weight update (Chen et al., ACL 2023): dW = (alpha / r) B A + S, with S non-zero only on a fixed support.
 
-The update is a torch parametrization of each chosen linear's weight, so the module stays an `nn.Linear` that
-shrink, FLOP accounting and checkpoints handle as before, and `merge_updates` folds it into a plain weight. (peft's
-LoRA replaces the linear with its own wrapper layer and has no sparse part on the same weight; DSEE's update is one
-sum on one weight, which a parametrization expresses directly.)
+The update is a torch parametrization of each chosen linear's weight, so the module stays an `nn.Linear` (or GPT-2's
+Conv1D, whose weight is the transpose) that shrink, FLOP accounting and checkpoints handle as before, and
+`merge_updates` folds it into a plain weight. (peft's LoRA replaces the linear with its own wrapper layer and has no
+sparse part on the same weight; DSEE's update is one sum on one weight, which a parametrization expresses directly.)
 """
 
 from __future__ import annotations
@@ -14,18 +14,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from transformers.pytorch_utils import Conv1D
 
 from earlybert.errors import EarlyBertError
+from earlybert.models.modeling import linear_features
 
 
 class LowRankSparseUpdate(nn.Module):
-    """weight -> weight + (alpha / rank) B A + S, S holding `sparse_values` at the flat positions `support`; with a
-    0/1 `mask`, the sum is masked (weights pruned before stay zero)."""
+    """weight -> weight + (alpha / rank) B A + S, S holding `sparse_values` at the flat positions `support` of the
+    [out, in] matrix; with a 0/1 `mask`, the sum is masked (weights pruned before stay zero). `transposed`: the weight
+    is stored [in, out] (Conv1D), and so are the mask and the sum."""
 
     def __init__(self, out_features: int, in_features: int, rank: int, alpha: float, support: torch.Tensor,
-                 mask: torch.Tensor | None = None):
+                 mask: torch.Tensor | None = None, transposed: bool = False):
         super().__init__()
-        self.rank, self.alpha = rank, alpha
+        self.rank, self.alpha, self.transposed = rank, alpha, transposed
         self.lora_A = nn.Parameter(torch.empty(rank, in_features))
         self.lora_B = nn.Parameter(torch.zeros(out_features, rank))  # B = 0: the update starts at zero
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
@@ -34,14 +37,15 @@ class LowRankSparseUpdate(nn.Module):
         self.register_buffer("mask", None if mask is None else mask.clone())
 
     def delta(self) -> torch.Tensor:
-        """dW as a dense matrix."""
+        """dW as a dense [out, in] matrix."""
         out_features, in_features = self.lora_B.shape[0], self.lora_A.shape[1]
         low_rank = (self.alpha / self.rank) * (self.lora_B @ self.lora_A) if self.rank else \
             self.lora_B.new_zeros(out_features, in_features)
         return low_rank.flatten().index_add(0, self.support, self.sparse_values).view(out_features, in_features)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        updated = weight + self.delta().to(weight.dtype)
+        delta = self.delta().to(weight.dtype)
+        updated = weight + (delta.t() if self.transposed else delta)
         return updated if self.mask is None else updated * self.mask.to(weight.dtype)
 
 
@@ -103,12 +107,14 @@ def attach_updates(model: nn.Module, shapes: dict[str, UpdateShape], supports: d
     that a state dict fills)."""
     for name, shape in shapes.items():
         linear = model.get_submodule(name)
-        if not isinstance(linear, nn.Linear):
+        if not isinstance(linear, (nn.Linear, Conv1D)):
             raise EarlyBertError(f"DSEE target {name} is a {type(linear).__name__}, not a linear layer: choose "
                                  "linear layers in dsee.targets")
         support = supports[name] if supports else torch.zeros(shape.entries, dtype=torch.long)
         mask = masks[name] if masks else torch.ones_like(linear.weight) if shape.masked else None
-        update = LowRankSparseUpdate(linear.out_features, linear.in_features, shape.rank, shape.alpha, support, mask)
+        in_features, out_features = linear_features(linear)
+        update = LowRankSparseUpdate(out_features, in_features, shape.rank, shape.alpha, support, mask,
+                                     transposed=isinstance(linear, Conv1D))
         parametrize.register_parametrization(linear, "weight", update.to(linear.weight.device), unsafe=True)
 
 
