@@ -114,6 +114,15 @@ def test_dsee_on_gpt2_removes_heads_through_its_fused_conv1d_and_saves_slim_clas
     assert type(model).__name__ == "SlimGPT2ForSequenceClassification"
 
 
+def test_unstructured_dsee_on_gpt2_keeps_half_of_each_conv1d_zero_through_the_second_fine_tuning(tmp_path, capsys):
+    gpt2 = {"model": make_tiny_model(tmp_path / "gpt2", "gpt2"), "data": make_glue_task("sst2", tmp_path / "sst2")}
+    summary = dsee(gpt2, tmp_path / "run", capsys, "dsee.prune=unstructured", "dsee.sparsity=0.5")
+    assert summary["dsee"]["weights_zeroed"] == 2 * 32 * 96 // 2  # half of each layer's c_attn, 32 -> 96
+    weights = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    for layer in (0, 1):
+        assert int((weights[f"transformer.h.{layer}.attn.c_attn.weight"] == 0).sum()) == 32 * 96 // 2
+
+
 def test_a_head_ratio_the_kv_groups_cannot_share_is_refused_before_training(tmp_path, capsys):
     llama = {"model": make_tiny_model(tmp_path / "llama", "llama", num_key_value_heads=2),
              "data": make_glue_task("sst2", tmp_path / "sst2")}
