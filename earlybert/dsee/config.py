@@ -7,14 +7,13 @@ from typing import Annotated
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from earlybert.config import Choice, Range
 from earlybert.dsee.prune import HEAD_SCORES
 from earlybert.dsee.update import UpdateShape, attach_updates, low_rank_plus_sparse, magnitude_support
 from earlybert.errors import EarlyBertError
 from earlybert.models.adapters import get_adapter
-from earlybert.models.modeling import linear_weight
+from earlybert.models.modeling import LINEAR_TYPES, linear_weight
 from earlybert.ticket.masks import KV_GROUPS
 
 # The query and value projections of each family (fused ones whole): the defaults of LoRA and DSEE.
@@ -60,7 +59,7 @@ def target_names(model: nn.Module, cfg: DseeConfig) -> list[str]:
     wanted = set(cfg.targets or QUERY_VALUE)
     names = [f"{model.base_model_prefix}.{n}" if model.base_model is not model else n
              for n, m in model.base_model.named_modules()
-             if isinstance(m, (nn.Linear, Conv1D)) and n.rsplit(".", 1)[-1] in wanted]
+             if isinstance(m, LINEAR_TYPES) and n.rsplit(".", 1)[-1] in wanted]
     if not names:
         raise EarlyBertError(f"dsee.targets={sorted(wanted)} matches no linear layer of this "
                              f"{get_adapter(model).family} model: name the last component of its projections, e.g. "

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from transformers.pytorch_utils import Conv1D
 
 from earlybert.errors import EarlyBertError
-from earlybert.models.modeling import linear_features
+from earlybert.models.modeling import LINEAR_TYPES, linear_features, output_dim
 
 
 class LowRankSparseUpdate(nn.Module):
@@ -107,14 +106,14 @@ def attach_updates(model: nn.Module, shapes: dict[str, UpdateShape], supports: d
     that a state dict fills)."""
     for name, shape in shapes.items():
         linear = model.get_submodule(name)
-        if not isinstance(linear, (nn.Linear, Conv1D)):
+        if not isinstance(linear, LINEAR_TYPES):
             raise EarlyBertError(f"DSEE target {name} is a {type(linear).__name__}, not a linear layer: choose "
                                  "linear layers in dsee.targets")
         support = supports[name] if supports else torch.zeros(shape.entries, dtype=torch.long)
         mask = masks[name] if masks else torch.ones_like(linear.weight) if shape.masked else None
         in_features, out_features = linear_features(linear)
         update = LowRankSparseUpdate(out_features, in_features, shape.rank, shape.alpha, support, mask,
-                                     transposed=isinstance(linear, Conv1D))
+                                     transposed=output_dim(linear) == 1)
         parametrize.register_parametrization(linear, "weight", update.to(linear.weight.device), unsafe=True)
 
 

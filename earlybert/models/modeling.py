@@ -126,6 +126,9 @@ def ffn_width_of(config, layout: Layout) -> int:
     return getattr(config, layout.ffn_width, None) or 4 * config.hidden_size
 
 
+LINEAR_TYPES = (nn.Linear, Conv1D)  # the projections a layout names: nn.Linear, or GPT-2's Conv1D ([in, out] weight)
+
+
 def linear_features(linear: nn.Module) -> tuple[int, int]:
     """(input, output) features of an nn.Linear or a GPT-2 Conv1D."""
     return (linear.nx, linear.nf) if isinstance(linear, Conv1D) else (linear.in_features, linear.out_features)
