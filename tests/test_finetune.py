@@ -150,6 +150,19 @@ def test_rewind_starts_the_slim_stage_at_warm_up_with_a_fresh_optimizer(tiny_ber
     assert steps == {8}
 
 
+def test_rewarmup_ramps_the_rate_back_after_a_continued_draw_with_the_moments_carried(tiny_bert, tmp_path, capsys):
+    data_dir = make_glue_task("sst2", tmp_path / "sst2", n_train=64)
+    out = tmp_path / "out"
+    summary = run_mode(GLUE_YAML, tiny_bert, "sst2", data_dir, "earlybert", out, capsys, "search.draw_at=3",
+                       "search.weights=continue", "search.rewarmup=3", "train.schedule=constant", "epochs=1",
+                       "checkpoint.every=1000")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    slim = [r["lr"] for r in rows if r["stage"] == "slim"]
+    assert (summary["ticket_step"], summary["optimizer_state_at_shrink"], len(slim)) == (3, "carried", 5)
+    assert [r["lr"] for r in rows if r["stage"] == "search"] == pytest.approx([1e-3] * 3)
+    assert slim == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3, 1e-3])
+
+
 def test_rewind_restores_the_initial_weights_and_head_and_restarts_the_data(tiny_bert, tmp_path, capsys):
     import torch
 

@@ -113,6 +113,23 @@ def test_the_coefficients_keep_their_learning_rate_while_the_models_decays(bbc, 
     assert model[-1] == pytest.approx(1e-3 * (32 - 16) / (32 - 4))
 
 
+def test_rewarmup_ramps_the_continued_schedule_back_from_zero(bbc, tmp_path):
+    train, _, _ = bbc
+    rates = []
+
+    class Rates(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            rates.append([(bool(g.get("coefficients")), g["lr"]) for g in optimizer.param_groups])
+
+    search = SearchConfig(draw_at=8, weights="continue", rewarmup=4)
+    trainer = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path, lr_scheduler_type="constant"),
+                               train_dataset=train, search=search, callbacks=[Rates()])
+    trainer.train()
+    slim = [r[0][1] for r in rates if not any(coefficients for coefficients, _ in r)]
+    assert len(rates) - len(slim) == 8 and len(slim) == 24  # the slim stage continues the 32-step run
+    assert slim[:6] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
 @pytest.mark.parametrize("family", ["xlm-roberta", "electra", "distilbert", "deberta-v2", "modernbert"])
 def test_trainer_slims_every_family(family, bbc, tmp_path):
     from earlybert.models.adapters import adapter_for_type

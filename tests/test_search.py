@@ -19,6 +19,13 @@ def test_fractions_resolve_to_steps_for_two_data_sizes(run_steps, check, limit):
     assert steps.slim_steps == run_steps
 
 
+@pytest.mark.parametrize(("weights", "rewarmup", "steps"), [("continue", 0.05, 7), ("continue", 4, 4),
+                                                           ("rewind", 0.05, 0), ("continue", 0.0, 0)])
+def test_rewarmup_resolves_to_steps_after_a_continued_draw_only(weights, rewarmup, steps):
+    cfg = SearchConfig(weights=weights, rewarmup=rewarmup)
+    assert cfg.resolve(run_steps=126, epoch_steps=63, default_weights="rewind").rewarmup == steps
+
+
 def test_epoch_fractions_and_step_counts():
     cfg = SearchConfig(check_every=5, draw_at=0.2, fraction_of="epoch", weights="continue", rewind_length=0.5)
     steps = cfg.resolve(run_steps=189, epoch_steps=63, default_weights="rewind")

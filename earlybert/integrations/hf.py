@@ -81,14 +81,21 @@ def _constant(step: int) -> float:
 class _SlimTrainer(Trainer):
     """The slim stage: a plain Trainer whose schedule can start part-way through the run's (continue)."""
 
-    def __init__(self, *args, schedule_offset: int = 0, schedule_total: int = 0, **kwargs):
+    def __init__(self, *args, schedule_offset: int = 0, schedule_total: int = 0, rewarmup: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.schedule_offset, self.schedule_total = schedule_offset, schedule_total
+        self.schedule_offset, self.schedule_total, self.rewarmup = schedule_offset, schedule_total, rewarmup
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if not self.schedule_offset:
             return super().create_scheduler(num_training_steps, optimizer)
         scheduler = super().create_scheduler(self.schedule_total, optimizer)
+        if self.rewarmup:  # search.rewarmup: ramp the continued schedule's rate from 0 over its first steps
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise ValueError(f"search.rewarmup needs a LambdaLR schedule, not {type(scheduler).__name__}: "
+                                 "use lr_scheduler_type linear, cosine, constant or polynomial, or search.rewarmup=0")
+            offset, ramp = self.schedule_offset, self.rewarmup
+            scheduler.lr_lambdas = [lambda step, f=f: f(step) * min(1.0, max(0, step - offset + 1) / ramp)
+                                    for f in scheduler.lr_lambdas]
         with warnings.catch_warnings():  # advancing before any optimizer step is the point here
             warnings.simplefilter("ignore")
             for _ in range(self.schedule_offset):
@@ -262,7 +269,8 @@ class EarlyBertTrainer(Trainer):
                              processing_class=self.processing_class, compute_metrics=self.compute_metrics,
                              callbacks=[c for c in self.callback_handler.callbacks
                                         if type(c).__module__.split(".")[0] not in ("transformers", "earlybert")],
-                             schedule_offset=0 if rewind else drawn, schedule_total=run_steps)
+                             schedule_offset=0 if rewind else drawn, schedule_total=run_steps,
+                             rewarmup=steps.rewarmup)
         checkpoint = get_last_checkpoint(str(resume)) if resume is not None and resume.is_dir() else None
         result = inner.train(resume_from_checkpoint=checkpoint)
         # From here on this Trainer is the slim model's: evaluate, predict and save_model use it.

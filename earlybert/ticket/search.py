@@ -70,6 +70,9 @@ class SearchConfig:
     weights: Annotated[str, Choice(WEIGHTS)] = "auto"
     """After the draw: rewind (initial weights, fresh optimizer and schedule for the slim stage), continue
     (searched weights, the run's schedule), or auto (fine-tuning: rewind; pretraining: continue)."""
+    rewarmup: Annotated[float, Range(0)] = 0.0
+    """After a continued draw, ramp the learning rate from 0 back to the schedule's over this many steps (>= 1) or
+    fraction (< 1); 0: none (an optimizer restarted at the shrink re-warms over train.warmup_steps)."""
     rewind_length: Annotated[float, Range(0, 10, open_low=True)] = 1.0
     """After a rewind, the slim stage's steps as a fraction of train.max_steps (1.0: as long as the full run)."""
     collapse_window: Annotated[int, Range(1)] = 10
@@ -87,7 +90,7 @@ class SearchConfig:
         if self.uniform and self.ffn_scope != "layer":
             raise EarlyBertError(f"search.uniform=true needs search.ffn_scope=layer (a {self.ffn_scope} ranking gives "
                                  "layers different widths)")
-        for name in ("check_every", "draw_at", "max_search_steps"):
+        for name in ("check_every", "draw_at", "max_search_steps", "rewarmup"):
             value = getattr(self, name)
             if value >= 1 and value != int(value):
                 raise EarlyBertError(f"search.{name}={value} is neither a fraction (< 1) nor a whole step count")
@@ -120,7 +123,8 @@ class SearchConfig:
                                  f"{run_steps}-step run: give a smaller step count or a fraction such as 0.1")
         weights = default_weights if self.weights == "auto" else self.weights
         return SearchSteps(check_every=steps(self.check_every), limit=limit, fixed=bool(self.draw_at),
-                           weights=weights, slim_steps=max(1, round(self.rewind_length * run_steps)))
+                           weights=weights, slim_steps=max(1, round(self.rewind_length * run_steps)),
+                           rewarmup=steps(self.rewarmup) if self.rewarmup and weights == "continue" else 0)
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class SearchSteps:
     weights: str
     slim_steps: int
     """Length of the slim stage after a rewind."""
+    rewarmup: int = 0
+    """Steps of learning-rate ramp after a continued draw (0: none)."""
 
 
 class TicketSearch:

@@ -194,8 +194,9 @@ class Trainer:
     def _lr(self) -> float:
         if self.slim_start is None:
             lr = self.train.lr_at(self.step)
-            if self.restart_step is not None:  # fresh AdamW moments after the shrink: warm up again
-                lr *= min(1.0, (self.step - self.restart_step + 1) / max(1, self.train.warmup_steps))
+            if self.restart_step is not None:  # search.rewarmup, or fresh AdamW moments: warm up again
+                ramp = self.ticket_search.steps.rewarmup or self.train.warmup_steps
+                lr *= min(1.0, (self.step - self.restart_step + 1) / max(1, ramp))
             return lr
         # After a rewind: a fresh schedule (warm-up, then decay) over the slim stage's own length.
         return self.train.lr_at(self.step - self.slim_start, self.end_step - self.slim_start)
@@ -337,7 +338,7 @@ class Trainer:
         self.optimizer_state = "restarted" if rewind else (
             "carried" if carry_optimizer_state(old, model, self.engine, self.model, plan) else "restarted")
         old.destroy()
-        if self.optimizer_state == "restarted" and not rewind:
+        if not rewind and (self.optimizer_state == "restarted" or self.ticket_search.steps.rewarmup):
             self.restart_step = self.step
         self.logger.print(f"shrunk to heads {self.ticket.layer_heads()}, ffn {self.ticket.layer_ffn()}; "
                           f"optimizer state {self.optimizer_state}")
