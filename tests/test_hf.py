@@ -68,6 +68,15 @@ def arguments(out, **extra):
     return TrainingArguments(output_dir=str(out), **settings)
 
 
+def rate_recorder(rates: list, event: str) -> TrainerCallback:
+    """A callback that appends every parameter group's (is coefficients, learning rate) at `event`."""
+
+    def record(self, args, state, control, optimizer=None, **kwargs):
+        rates.append([(bool(g.get("coefficients")), g["lr"]) for g in optimizer.param_groups])
+
+    return type("RateRecorder", (TrainerCallback,), {event: record})()
+
+
 def test_trainer_searches_draws_shrinks_and_saves_a_loadable_slim_model(bbc, tmp_path):
     train, dev, tokenizer = bbc
     search = SearchConfig(check_every=1, window=2, threshold=1.0, max_search_steps=0.25, heads_ratio=0.5,
@@ -96,14 +105,9 @@ def test_trainer_searches_draws_shrinks_and_saves_a_loadable_slim_model(bbc, tmp
 def test_the_coefficients_keep_their_learning_rate_while_the_models_decays(bbc, tmp_path):
     train, _, _ = bbc
     rates = []
-
-    class Rates(TrainerCallback):
-        def on_step_end(self, args, state, control, optimizer=None, **kwargs):
-            rates.append([(bool(g.get("coefficients")), g["lr"]) for g in optimizer.param_groups])
-
     search = SearchConfig(check_every=1, window=2, threshold=0.0, max_search_steps=0.5, coefficient_lr=0.05)
     trainer = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path, warmup_steps=4), train_dataset=train,
-                               search=search, callbacks=[Rates()])
+                               search=search, callbacks=[rate_recorder(rates, "on_step_end")])
     trainer.train()
     searching = [r for r in rates if any(coefficients for coefficients, _ in r)]
     assert len(searching) == 16  # no early bird at threshold 0.0: the search runs to step 16 of 32
@@ -116,14 +120,9 @@ def test_the_coefficients_keep_their_learning_rate_while_the_models_decays(bbc, 
 def test_rewarmup_ramps_the_continued_schedule_back_from_zero(bbc, tmp_path):
     train, _, _ = bbc
     rates = []
-
-    class Rates(TrainerCallback):
-        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
-            rates.append([(bool(g.get("coefficients")), g["lr"]) for g in optimizer.param_groups])
-
     search = SearchConfig(draw_at=8, weights="continue", rewarmup=4)
     trainer = EarlyBertTrainer(model=two_layer_bert(), args=arguments(tmp_path, lr_scheduler_type="constant"),
-                               train_dataset=train, search=search, callbacks=[Rates()])
+                               train_dataset=train, search=search, callbacks=[rate_recorder(rates, "on_step_begin")])
     trainer.train()
     slim = [r[0][1] for r in rates if not any(coefficients for coefficients, _ in r)]
     assert len(rates) - len(slim) == 8 and len(slim) == 24  # the slim stage continues the 32-step run
