@@ -229,6 +229,8 @@ CASES = {
     "search limit beyond a fine-tuning run": (ft("mode=earlybert", "search.max_search_steps=400"),
                                               "search.max_search_steps=400 is step 400, not before the end of the"),
     "unknown search weights": (ft("search.weights=restart"), "weights='restart' is unknown: use one of auto"),
+    "re-warm-up where the slim stage rewinds": (ft("mode=earlybert", "search.weights=rewind", "search.rewarmup=5"),
+                                                "search.rewarmup=5 ramps the rate after a continued draw, but"),
     "hidden size not a multiple of heads": (pre("model.hidden_size=30"),
                                             "model.hidden_size=30 is not a multiple of model.num_heads=4"),
     "checkpoints every 0 steps": (pre("checkpoint.every=0"), "checkpoint.every=0 must be >= 1"),

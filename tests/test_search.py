@@ -20,10 +20,16 @@ def test_fractions_resolve_to_steps_for_two_data_sizes(run_steps, check, limit):
 
 
 @pytest.mark.parametrize(("weights", "rewarmup", "steps"), [("continue", 0.05, 7), ("continue", 4, 4),
-                                                           ("rewind", 0.05, 0), ("continue", 0.0, 0)])
-def test_rewarmup_resolves_to_steps_after_a_continued_draw_only(weights, rewarmup, steps):
+                                                           ("rewind", 0.0, 0), ("continue", 0.0, 0)])
+def test_rewarmup_resolves_to_steps(weights, rewarmup, steps):
     cfg = SearchConfig(weights=weights, rewarmup=rewarmup)
     assert cfg.resolve(run_steps=126, epoch_steps=63, default_weights="rewind").rewarmup == steps
+
+
+@pytest.mark.parametrize("weights", ["rewind", "auto"])
+def test_rewarmup_is_refused_where_the_slim_stage_rewinds(weights):
+    with pytest.raises(EarlyBertError, match="search.rewarmup=0.05 ramps the rate after a continued draw"):
+        SearchConfig(weights=weights, rewarmup=0.05).resolve(126, 63, "rewind")
 
 
 def test_epoch_fractions_and_step_counts():

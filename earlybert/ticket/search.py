@@ -122,9 +122,13 @@ class SearchConfig:
             raise EarlyBertError(f"search.{name}={getattr(self, name):g} is step {limit}, not before the end of the "
                                  f"{run_steps}-step run: give a smaller step count or a fraction such as 0.1")
         weights = default_weights if self.weights == "auto" else self.weights
+        if self.rewarmup and weights != "continue":
+            raise EarlyBertError(f"search.rewarmup={self.rewarmup:g} ramps the rate after a continued draw, but this "
+                                 f"run rewinds (a fresh warm-up over train.warmup_steps): set search.weights=continue "
+                                 "or search.rewarmup=0")
         return SearchSteps(check_every=steps(self.check_every), limit=limit, fixed=bool(self.draw_at),
                            weights=weights, slim_steps=max(1, round(self.rewind_length * run_steps)),
-                           rewarmup=steps(self.rewarmup) if self.rewarmup and weights == "continue" else 0)
+                           rewarmup=steps(self.rewarmup) if self.rewarmup else 0)
 
 
 @dataclass(frozen=True)
