@@ -129,6 +129,16 @@ def test_rewarmup_ramps_the_continued_schedule_back_from_zero(bbc, tmp_path):
     assert slim[:6] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
 
 
+def test_rewarmup_with_a_schedule_it_cannot_ramp_is_refused_before_the_search(bbc, tmp_path):
+    train, dev, _ = bbc
+    args = arguments(tmp_path, lr_scheduler_type="reduce_lr_on_plateau", eval_strategy="epoch")
+    trainer = EarlyBertTrainer(model=two_layer_bert(), args=args, train_dataset=train, eval_dataset=dev,
+                               search=SearchConfig(draw_at=8, weights="continue", rewarmup=4))
+    with pytest.raises(ValueError, match="search.rewarmup ramps a step schedule; reduce_lr_on_plateau has none"):
+        trainer.train()
+    assert not (tmp_path / "ticket.json").exists() and trainer.state.global_step == 0
+
+
 @pytest.mark.parametrize("family", ["xlm-roberta", "electra", "distilbert", "deberta-v2", "modernbert"])
 def test_trainer_slims_every_family(family, bbc, tmp_path):
     from earlybert.models.adapters import adapter_for_type

@@ -90,9 +90,6 @@ class _SlimTrainer(Trainer):
             return super().create_scheduler(num_training_steps, optimizer)
         scheduler = super().create_scheduler(self.schedule_total, optimizer)
         if self.rewarmup:  # search.rewarmup: ramp the continued schedule's rate from 0 over its first steps
-            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                raise ValueError(f"search.rewarmup needs a LambdaLR schedule, not {type(scheduler).__name__}: "
-                                 "use lr_scheduler_type linear, cosine, constant or polynomial, or search.rewarmup=0")
             offset, ramp = self.schedule_offset, self.rewarmup
             scheduler.lr_lambdas = [lambda step, f=f: f(step) * min(1.0, max(0, step - offset + 1) / ramp)
                                     for f in scheduler.lr_lambdas]
@@ -166,6 +163,10 @@ class EarlyBertTrainer(Trainer):
         output_dir = Path(self.args.output_dir)
         run_steps, epoch_steps = self._run_length()
         steps = self.search.resolve(run_steps, epoch_steps, "rewind")
+        schedule = str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type))
+        if steps.rewarmup and schedule in ("reduce_lr_on_plateau", "greedy"):  # HF's two that are no LambdaLR
+            raise ValueError(f"search.rewarmup ramps a step schedule; {schedule} has none: use another "
+                             "lr_scheduler_type, or search.rewarmup=0")
         slim_dir = output_dir / SLIM_DIR
         if resume_from_checkpoint and (output_dir / "ticket.json").is_file():
             # The search already ended: rebuild the slim model and resume its stage.

@@ -124,7 +124,7 @@ class SearchConfig:
         weights = default_weights if self.weights == "auto" else self.weights
         if self.rewarmup and weights != "continue":
             raise EarlyBertError(f"search.rewarmup={self.rewarmup:g} ramps the rate after a continued draw, but this "
-                                 f"run rewinds (a fresh warm-up over train.warmup_steps): set search.weights=continue "
+                                 "run rewinds (a fresh warm-up over train.warmup_steps): set search.weights=continue "
                                  "or search.rewarmup=0")
         return SearchSteps(check_every=steps(self.check_every), limit=limit, fixed=bool(self.draw_at),
                            weights=weights, slim_steps=max(1, round(self.rewind_length * run_steps)),
